@@ -1,0 +1,156 @@
+"""Agent footprint: peak RSS and CPU of the real agent beside a bare baseline publisher.
+
+Starts a mosquitto on a free loopback port, then runs side by side, for the same duration:
+
+- the **agent** (``sitewatch-agent run``) with 10 simulated sensors sampled at 1 Hz, its
+  outbox, batching, health telemetry and delivery accounting;
+- a **baseline**: a bare paho-mqtt publisher in its own process that publishes the same
+  10 readings per second as one JSON message each second, with no outbox, no validation and
+  no sampling policy (the least any Python MQTT agent can cost).
+
+Both are sampled from /proc every 0.5 s. Prints peak RSS (MiB), mean CPU (% of one core) over
+the run after a warm-up, and the agent/baseline ratios. Targets: agent RSS ≤ 40 MiB and CPU
+≤ 1 % of one core.
+
+    .venv/bin/python bench/agent_footprint.py [--duration-s 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sitewatch.localrun import Mosquitto
+
+TICKS_PER_S = os.sysconf("SC_CLK_TCK")
+
+BASELINE = """
+import json, random, sys, time
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+client = paho.Client(CallbackAPIVersion.VERSION2, client_id="baseline")
+client.connect("127.0.0.1", int(sys.argv[1]))
+client.loop_start()
+seq = 0
+next_t = time.monotonic()
+while True:
+    seq += 1
+    ts = int(time.time() * 1000)
+    readings = [{"sensor": f"s{i}", "ts": ts, "temperature_c": 20 + random.random(),
+                 "humidity_pct": 50.0, "quality": "ok"} for i in range(10)]
+    client.publish("bench/baseline", json.dumps({"seq": seq, "readings": readings}), qos=1)
+    next_t += 1.0
+    time.sleep(max(0.0, next_t - time.monotonic()))
+"""
+
+
+@dataclass
+class Usage:
+    peak_rss_mib: float = 0.0
+    cpu_s_at_warm: float | None = None
+    wall_at_warm: float | None = None
+    cpu_s: float = 0.0
+    wall: float = 0.0
+
+    @property
+    def cpu_pct(self) -> float:
+        if self.cpu_s_at_warm is None or self.wall_at_warm is None:
+            return float("nan")
+        return 100.0 * (self.cpu_s - self.cpu_s_at_warm) / (self.wall - self.wall_at_warm)
+
+
+def _sample(pid: int, usage: Usage, warm: bool) -> None:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                usage.peak_rss_mib = max(usage.peak_rss_mib, int(line.split()[1]) / 1024)
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    usage.cpu_s = (int(fields[11]) + int(fields[12])) / TICKS_PER_S
+    usage.wall = time.monotonic()
+    if warm and usage.cpu_s_at_warm is None:
+        usage.cpu_s_at_warm, usage.wall_at_warm = usage.cpu_s, usage.wall
+
+
+def _agent_config(workdir: Path, port: int) -> Path:
+    models = ["cold_room", "freezer", "server_room", "office"]
+    sensors: list[dict[str, object]] = [
+        {"id": f"climate-{i}", "driver": "simulated", "model": models[i % 4], "seed": i,
+         "interval_s": 1.0}
+        for i in range(8)
+    ]
+    sensors += [
+        {"id": "compressor", "driver": "simulated", "model": "compressor", "seed": 8,
+         "interval_s": 1.0},
+        {"id": "door", "driver": "simulated", "model": "door", "seed": 9, "interval_s": 1.0},
+    ]
+    config = {
+        "site": "bench", "device": "pi-bench",
+        "mqtt": {"host": "127.0.0.1", "port": port},
+        "outbox": {"path": str(workdir / "outbox.db")},
+        "hardware": {"pin_factory": "mock"},
+        "sensors": sensors,
+    }
+    path = workdir / "agent.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration-s", type=float, default=60.0)
+    parser.add_argument("--warmup-s", type=float, default=5.0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="sitewatch-bench-") as tmp:
+        workdir = Path(tmp)
+        broker = Mosquitto(workdir / "broker")
+        broker.start()
+        config = _agent_config(workdir, broker.port)
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "sitewatch.agent.cli", "run", "--config", str(config),
+             "--log-level", "WARNING"],
+        )
+        baseline = subprocess.Popen([sys.executable, "-c", BASELINE, str(broker.port)])
+        usage = {"agent": Usage(), "baseline": Usage()}
+        started = time.monotonic()
+        try:
+            while time.monotonic() - started < args.duration_s:
+                warm = time.monotonic() - started >= args.warmup_s
+                _sample(agent.pid, usage["agent"], warm)
+                _sample(baseline.pid, usage["baseline"], warm)
+                time.sleep(0.5)
+        finally:
+            for proc in (agent, baseline):
+                proc.send_signal(signal.SIGTERM)
+                proc.wait(20)
+            broker.stop()
+        stats = subprocess.run(
+            [sys.executable, "-m", "sitewatch.agent.cli", "status", "--config", str(config)],
+            capture_output=True, text=True, check=False,
+        ).stdout
+    a, b = usage["agent"], usage["baseline"]
+    print(f"agent footprint over {args.duration_s:.0f} s (10 simulated sensors at 1 Hz), "
+          f"CPU measured after {args.warmup_s:.0f} s warm-up")
+    print(f"{'':10} {'peak RSS MiB':>13} {'CPU % of a core':>16}")
+    print(f"{'agent':10} {a.peak_rss_mib:13.1f} {a.cpu_pct:16.2f}")
+    print(f"{'baseline':10} {b.peak_rss_mib:13.1f} {b.cpu_pct:16.2f}")
+    print(f"{'ratio':10} {a.peak_rss_mib / b.peak_rss_mib:13.2f} {a.cpu_pct / b.cpu_pct:16.2f}")
+    print(f"targets: RSS <= 40 MiB: {'met' if a.peak_rss_mib <= 40 else 'MISSED'}; "
+          f"CPU <= 1 %: {'met' if a.cpu_pct <= 1.0 else 'MISSED'}")
+    print("agent accounting at the end:\n" + stats)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""The local demo behind ``./scripts/demo``: a broker, simulated agents on two sites with
+fault scenarios, and a validating live view of everything they publish.
+
+Everything runs as plain processes under a run directory (default ``run/demo``, wiped at
+each start so a second run starts clean) on free loopback ports. Ctrl-C, or the end of
+``--duration-s``, stops the agents cleanly (each says ``offline``) and then the broker.
+
+Scenarios: on plant-a the kitchen cold room's cooling fails, its compressor short-cycles and
+its door is left open; on plant-b a rack DHT22 dies while the server room and the freezer
+run normally.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import yaml
+
+from sitewatch.collector.mqtt import Subscriber
+from sitewatch.collector.tail import print_message
+from sitewatch.localrun import Mosquitto
+from sitewatch.wire import subscription
+
+__all__ = ["DEVICES", "main"]
+
+DEVICES: dict[tuple[str, str], list[dict[str, Any]]] = {
+    ("plant-a", "pi-kitchen"): [
+        {"id": "cold-room", "driver": "simulated", "model": "cold_room", "seed": 11,
+         "interval_s": 5, "labels": {"zone": "kitchen", "equipment": "walk-in-1"},
+         "faults": [{"kind": "cooling_failure", "start_s": 60}]},
+        {"id": "compressor", "driver": "simulated", "model": "compressor", "seed": 12,
+         "interval_s": 10, "labels": {"zone": "kitchen", "equipment": "walk-in-1"},
+         "faults": [{"kind": "short_cycling", "start_s": 30}]},
+        {"id": "walk-in-door", "driver": "simulated", "model": "door", "seed": 13,
+         "interval_s": 10, "labels": {"zone": "kitchen", "equipment": "walk-in-1"},
+         "faults": [{"kind": "door_left_open", "start_s": 120}]},
+    ],
+    ("plant-b", "pi-server"): [
+        {"id": "server-room", "driver": "simulated", "model": "server_room", "seed": 21,
+         "interval_s": 5, "labels": {"zone": "it"}},
+        {"id": "rack-3", "driver": "simulated", "model": "server_room", "seed": 22,
+         "interval_s": 5, "labels": {"zone": "it"},
+         "faults": [{"kind": "dead", "start_s": 20}],
+         "sampling": {"fault_after_periods": 3}},
+    ],
+    ("plant-b", "pi-freezer"): [
+        {"id": "freezer", "driver": "simulated", "model": "freezer", "seed": 31,
+         "interval_s": 5, "labels": {"zone": "store"}},
+    ],
+}
+"""The simulated fleet: (site, device) → sensors."""
+
+
+def _agent_config(run_dir: Path, site: str, device: str, port: int, sensors: list[Any]) -> Path:
+    config = {
+        "site": site,
+        "device": device,
+        "mqtt": {"host": "127.0.0.1", "port": port},
+        "outbox": {"path": str(run_dir / "agents" / device / "outbox.db")},
+        "telemetry": {"batch_interval_s": 2, "health_interval_s": 30},
+        "hardware": {"pin_factory": "mock"},
+        "sensors": sensors,
+    }
+    path = run_dir / "agents" / f"{device}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="scripts/demo", description=__doc__.splitlines()[0])
+    parser.add_argument("--run-dir", type=Path, default=Path("run/demo"))
+    parser.add_argument(
+        "--duration-s", type=float, default=None, help="stop by itself after this many seconds"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    run_dir: Path = args.run_dir.resolve()
+    shutil.rmtree(run_dir, ignore_errors=True)
+    (run_dir / "logs").mkdir(parents=True)
+    broker = Mosquitto(run_dir / "broker")
+    broker.start()
+    agents: list[subprocess.Popen[bytes]] = []
+    stopped = threading.Event()
+    subscriber = Subscriber(
+        broker.host, broker.port, [subscription()],
+        lambda topic, payload, retained: print_message(topic, payload),
+    )
+
+    def stop(signum: int | None = None, frame: FrameType | None = None) -> None:
+        if not stopped.is_set():
+            stopped.set()
+            subscriber.stop()
+
+    signal.signal(signal.SIGINT, stop)
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        print(f"sitewatch demo, run directory {run_dir}")
+        print(f"  broker    mosquitto on 127.0.0.1:{broker.port} (log {broker.log_path})")
+        for (site, device), sensors in DEVICES.items():
+            config = _agent_config(run_dir, site, device, broker.port, sensors)
+            log = (run_dir / "logs" / f"{device}.log").open("ab")
+            agents.append(
+                subprocess.Popen(
+                    [sys.executable, "-m", "sitewatch.agent.cli", "run", "--config", str(config)],
+                    stdout=log, stderr=subprocess.STDOUT,
+                )
+            )
+            names = ", ".join(s["id"] for s in sensors)
+            print(f"  agent     {site}/{device}: {names} (config {config})")
+        print("  live view below; Ctrl-C stops everything\n", flush=True)
+        if args.duration_s is not None:
+            timer = threading.Timer(args.duration_s, stop)
+            timer.daemon = True
+            timer.start()
+        subscriber.run_forever()
+    finally:
+        for agent in agents:
+            agent.send_signal(signal.SIGTERM)
+        for agent in agents:
+            try:
+                agent.wait(20)
+            except subprocess.TimeoutExpired:
+                agent.kill()
+        broker.stop()
+        print("\ndemo stopped", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,394 @@
+"""The wire contract between agents and collectors: topics and JSON payloads.
+
+This is the one module both sides import (DESIGN.md, "Wire contract"). Anything that
+reads sitewatch traffic (the collector, Node-RED, Home Assistant, a test) can rely on it:
+
+- Topics are ``sitewatch/v1/<site>/<device>/<kind>`` with kind ``telemetry`` (QoS1, a batch
+  of readings and, once a minute, the agent's health), ``event`` (QoS1, state changes and
+  sensor faults) or ``status`` (retained; birth ``online``, last will ``offline``).
+- Every message carries ``v`` (the payload version), ``site``, ``device``, ``boot_id`` (new at
+  each agent start) and ``seq`` (monotonic per boot, shared by telemetry and events, so a
+  receiver can count gaps and duplicates per ``(device, boot_id)``).
+- Every reading carries its own event timestamp ``ts`` (UTC, milliseconds since the epoch),
+  units in its field names (``temperature_c``, ``humidity_pct``) and a ``quality`` flag.
+  A value that was not measured in this period is absent, never repeated from an older one.
+- Backlog replayed after an outage or a restart is marked ``historical``.
+
+Payloads are validated strictly: wrong types are not coerced, NaN and infinities are refused,
+unknown keys are refused. ``parse_message`` gives a receiver one call that checks the topic,
+the size, the version, the device/topic match and the timestamps, and raises ``WireError``
+with a reason fit for a dead-letter log.
+
+>>> msg = TelemetryMessage(site="plant-a", device="pi-01", boot_id="3f2a9c1d", seq=42,
+...     readings=[Reading(sensor="cold-room", ts=1795464000123, temperature_c=4.2,
+...                       humidity_pct=81.0, quality=Quality.OK)])
+>>> topic_for(msg)
+'sitewatch/v1/plant-a/pi-01/telemetry'
+>>> parsed = parse_message(topic_for(msg), encode(msg), now_ms=1795464000200)
+>>> parsed.readings[0].temperature_c
+4.2
+"""
+
+from __future__ import annotations
+
+import json
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+__all__ = [
+    "MAX_PAYLOAD_BYTES",
+    "MEASUREMENT_FIELDS",
+    "TOPIC_ROOT",
+    "WIRE_VERSION",
+    "Event",
+    "EventMessage",
+    "EventType",
+    "Health",
+    "Kind",
+    "Quality",
+    "Reading",
+    "SensorInfo",
+    "StatusMessage",
+    "TelemetryMessage",
+    "TopicParts",
+    "WireError",
+    "encode",
+    "parse_message",
+    "parse_topic",
+    "topic",
+    "topic_for",
+]
+
+WIRE_VERSION: Literal[1] = 1
+"""Payload version carried in every message as ``v``; bumped on incompatible changes."""
+
+TOPIC_ROOT = "sitewatch/v1"
+"""Topic prefix; its ``v1`` is the topic layout version, independent of ``WIRE_VERSION``."""
+
+MAX_PAYLOAD_BYTES = 256 * 1024
+"""Largest payload a receiver accepts (bytes). An agent batch of 1000 readings is ~150 KiB."""
+
+MAX_READINGS_PER_MESSAGE = 1000
+"""Largest number of readings in one telemetry message."""
+
+DEFAULT_MAX_FUTURE_MS = 5 * 60 * 1000
+"""Readings stamped further ahead of the receiver's clock than this (ms) are refused."""
+
+Identifier = Annotated[
+    str,
+    Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"),
+]
+"""Site, device and sensor ids: safe as an MQTT topic level and as an InfluxDB tag value."""
+
+TimestampMs = Annotated[int, Field(ge=0, le=32503680000000)]
+"""Milliseconds since the Unix epoch, UTC (upper bound: year 3000)."""
+
+NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+
+
+class WireError(ValueError):
+    """A topic or payload that does not follow the contract; ``reason`` says why."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class Kind(StrEnum):
+    """The last topic level: what a message is."""
+
+    TELEMETRY = "telemetry"
+    EVENT = "event"
+    STATUS = "status"
+
+
+class Quality(StrEnum):
+    """How far a reading can be trusted.
+
+    - ``ok``: measured this period from enough good samples.
+    - ``degraded``: measured this period, but from fewer good samples than the policy asks
+      for, or the clock was not yet synchronised; use it, but with care.
+    - ``bad``: no good sample this period; the measurement fields are absent.
+    - ``fault``: the sensor has failed for several periods in a row (a ``sensor_fault`` event
+      was raised); the measurement fields are absent.
+    """
+
+    OK = "ok"
+    DEGRADED = "degraded"
+    BAD = "bad"
+    FAULT = "fault"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+MEASUREMENT_FIELDS: tuple[str, ...] = (
+    "temperature_c",
+    "humidity_pct",
+    "running",
+    "open",
+    "vibrating",
+    "active",
+    "duty_cycle_pct",
+    "starts_per_h",
+    "runtime_h",
+)
+"""Reading fields that carry a measured value (the rest is metadata)."""
+
+
+class Reading(_Strict):
+    """One sensor's value for one sampling period.
+
+    Analog sensors fill ``temperature_c``/``humidity_pct``; binary inputs fill the field of
+    their role (``running`` for equipment, ``open`` for doors, ``vibrating``, ``active``) and,
+    for equipment, the counters ``duty_cycle_pct`` (over the last hour), ``starts_per_h``
+    (off→on transitions in the last hour) and ``runtime_h`` (total, persisted).
+    ``n_ok``/``n_tried`` count the good and attempted reads behind the value and
+    ``sample_age_s`` is the age of the newest sample used (seconds).
+    """
+
+    sensor: Identifier
+    ts: TimestampMs
+    quality: Quality
+    temperature_c: Annotated[float, Field(ge=-273.15, le=1000.0)] | None = None
+    humidity_pct: Annotated[float, Field(ge=0.0, le=100.0)] | None = None
+    running: bool | None = None
+    open: bool | None = None
+    vibrating: bool | None = None
+    active: bool | None = None
+    duty_cycle_pct: Annotated[float, Field(ge=0.0, le=100.0)] | None = None
+    starts_per_h: NonNegative | None = None
+    runtime_h: NonNegative | None = None
+    n_ok: Annotated[int, Field(ge=0)] | None = None
+    n_tried: Annotated[int, Field(ge=0)] | None = None
+    sample_age_s: NonNegative | None = None
+    error: Annotated[str, Field(max_length=200)] | None = None
+
+    @model_validator(mode="after")
+    def _values_match_quality(self) -> Reading:
+        has_value = any(getattr(self, name) is not None for name in MEASUREMENT_FIELDS)
+        if self.quality in (Quality.OK, Quality.DEGRADED) and not has_value:
+            raise ValueError(f"quality {self.quality.value!r} needs at least one measured field")
+        if self.quality in (Quality.BAD, Quality.FAULT) and has_value:
+            raise ValueError(f"quality {self.quality.value!r} must not carry measured fields")
+        return self
+
+    def values(self) -> dict[str, float | bool]:
+        """The measured fields that are present, by name."""
+        out: dict[str, float | bool] = {}
+        for name in MEASUREMENT_FIELDS:
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        return out
+
+
+class EventType(StrEnum):
+    """What an event reports."""
+
+    STATE_CHANGE = "state_change"
+    SENSOR_FAULT = "sensor_fault"
+    SENSOR_RECOVERED = "sensor_recovered"
+
+
+class Event(_Strict):
+    """A confirmed change of a binary input, or a sensor entering or leaving fault.
+
+    For ``state_change``: ``field`` is the role's field (``running``, ``open``…), ``value``
+    the new state, ``previous_duration_s`` how long the previous state lasted (seconds; absent
+    for the first state after start). ``ts`` is when the input changed, not when the debounce
+    confirmed it.
+    """
+
+    sensor: Identifier
+    ts: TimestampMs
+    type: EventType
+    field: Annotated[str, Field(max_length=64)] | None = None
+    value: bool | None = None
+    previous_duration_s: NonNegative | None = None
+    detail: Annotated[str, Field(max_length=500)] | None = None
+
+
+class Health(_Strict):
+    """The agent's own health, sent in a telemetry message every ``health_interval_s``.
+
+    Counts are since the outbox was created (they survive restarts) unless named otherwise.
+    ``read_errors`` maps sensor id → error class → count since this boot.
+    """
+
+    uptime_s: NonNegative
+    produced: Annotated[int, Field(ge=0)]
+    acked: Annotated[int, Field(ge=0)]
+    outbox_messages: Annotated[int, Field(ge=0)]
+    outbox_readings: Annotated[int, Field(ge=0)]
+    outbox_bytes: Annotated[int, Field(ge=0)]
+    dropped_readings: Annotated[int, Field(ge=0)]
+    dropped_events: Annotated[int, Field(ge=0)]
+    read_errors: dict[str, dict[str, int]] = Field(default_factory=dict)
+    time_synced: bool | None = None
+
+
+class _Envelope(_Strict):
+    v: Literal[1] = WIRE_VERSION
+    site: Identifier
+    device: Identifier
+    boot_id: Annotated[str, Field(pattern=r"^[0-9a-f]{8,32}$")]
+    seq: Annotated[int, Field(ge=0)]
+
+
+class TelemetryMessage(_Envelope):
+    """A batch of readings (and sometimes the agent's health), published QoS1."""
+
+    historical: bool = False
+    readings: Annotated[list[Reading], Field(max_length=MAX_READINGS_PER_MESSAGE)]
+    health: Health | None = None
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> TelemetryMessage:
+        if not self.readings and self.health is None:
+            raise ValueError("a telemetry message needs readings or health")
+        return self
+
+
+class EventMessage(_Envelope):
+    """One or more events, published QoS1."""
+
+    historical: bool = False
+    events: Annotated[list[Event], Field(min_length=1, max_length=MAX_READINGS_PER_MESSAGE)]
+
+
+class SensorInfo(_Strict):
+    """A configured sensor as announced in the birth message."""
+
+    id: Identifier
+    driver: str
+    fields: list[str]
+    interval_s: Annotated[float, Field(gt=0)]
+    labels: dict[str, str] = Field(default_factory=dict)
+
+
+class StatusMessage(_Envelope):
+    """Retained device status: the birth (``online``) and the last will (``offline``).
+
+    ``seq`` is the newest data seq at the time the status was formed; it is informative and
+    takes no part in gap counting.
+    """
+
+    state: Literal["online", "offline"]
+    ts: TimestampMs
+    reason: Annotated[str, Field(max_length=200)] | None = None
+    agent_version: str | None = None
+    config_hash: str | None = None
+    sensors: list[SensorInfo] = Field(default_factory=list)
+
+
+Message = TelemetryMessage | EventMessage | StatusMessage
+
+_MODEL_FOR_KIND: dict[Kind, type[TelemetryMessage] | type[EventMessage] | type[StatusMessage]] = {
+    Kind.TELEMETRY: TelemetryMessage,
+    Kind.EVENT: EventMessage,
+    Kind.STATUS: StatusMessage,
+}
+_KIND_FOR_MODEL = {model: kind for kind, model in _MODEL_FOR_KIND.items()}
+
+
+class TopicParts(BaseModel):
+    """The identity a topic carries."""
+
+    model_config = ConfigDict(frozen=True)
+
+    site: str
+    device: str
+    kind: Kind
+
+
+def topic(site: str, device: str, kind: Kind) -> str:
+    """The topic for a device's messages of one kind."""
+    return f"{TOPIC_ROOT}/{site}/{device}/{kind.value}"
+
+
+def topic_for(message: Message) -> str:
+    """The topic a message is published on."""
+    return topic(message.site, message.device, _KIND_FOR_MODEL[type(message)])
+
+
+def subscription(site: str = "+", kind: Kind | None = None) -> str:
+    """A topic filter for all devices' messages (of one kind, or all kinds)."""
+    return f"{TOPIC_ROOT}/{site}/+/{kind.value if kind else '+'}"
+
+
+def parse_topic(name: str) -> TopicParts:
+    """Split a device topic into site, device and kind, or raise ``WireError``."""
+    parts = name.split("/")
+    if len(parts) != 5 or "/".join(parts[:2]) != TOPIC_ROOT:
+        raise WireError(f"topic {name!r} is not {TOPIC_ROOT}/<site>/<device>/<kind>")
+    site, device, kind = parts[2], parts[3], parts[4]
+    try:
+        parsed_kind = Kind(kind)
+    except ValueError:
+        raise WireError(f"topic {name!r}: unknown kind {kind!r}") from None
+    return TopicParts(site=site, device=device, kind=parsed_kind)
+
+
+def encode(message: Message) -> bytes:
+    """Serialise a message as compact JSON, leaving out absent (None) fields."""
+    return message.model_dump_json(exclude_none=True).encode()
+
+
+def _first_error(error: ValidationError) -> str:
+    first = error.errors()[0]
+    location = ".".join(str(part) for part in first["loc"])
+    more = f" (+{error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    return f"{location or 'payload'}: {first['msg']}{more}"
+
+
+def parse_message(
+    topic_name: str,
+    payload: bytes,
+    *,
+    now_ms: int | None = None,
+    max_future_ms: int = DEFAULT_MAX_FUTURE_MS,
+) -> Message:
+    """Validate a received message against its topic; raise ``WireError`` with the reason.
+
+    Checks, in order: the topic layout, the payload size (``MAX_PAYLOAD_BYTES``), JSON, the
+    version, the model, that site and device match the topic, and (when ``now_ms`` is given)
+    that no timestamp lies more than ``max_future_ms`` ahead of it.
+    """
+    parts = parse_topic(topic_name)
+    if len(payload) > MAX_PAYLOAD_BYTES:
+        raise WireError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
+    try:
+        raw = json.loads(payload)
+    except (UnicodeDecodeError, ValueError) as error:
+        raise WireError(f"malformed JSON: {error}") from None
+    if not isinstance(raw, dict):
+        raise WireError("payload is not a JSON object")
+    if raw.get("v") != WIRE_VERSION:
+        raise WireError(f"unknown payload version {raw.get('v')!r}; expected {WIRE_VERSION}")
+    model = _MODEL_FOR_KIND[parts.kind]
+    try:
+        message = model.model_validate_json(payload)
+    except ValidationError as error:
+        raise WireError(_first_error(error)) from None
+    if message.site != parts.site or message.device != parts.device:
+        raise WireError(
+            f"payload names {message.site}/{message.device} but the topic is "
+            f"{parts.site}/{parts.device}"
+        )
+    if now_ms is not None:
+        newest = _newest_ts(message)
+        if newest is not None and newest > now_ms + max_future_ms:
+            raise WireError(f"timestamp {newest} is {(newest - now_ms) / 1000:.0f} s in the future")
+    return message
+
+
+def _newest_ts(message: Message) -> int | None:
+    if isinstance(message, TelemetryMessage):
+        return max((r.ts for r in message.readings), default=None)
+    if isinstance(message, EventMessage):
+        return max(e.ts for e in message.events)
+    return message.ts

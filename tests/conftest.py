@@ -1,0 +1,92 @@
+"""Shared fixtures: a real mosquitto per test, and agent configs written to tmp_path."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from gpiozero.pins.mock import MockFactory
+
+from tests.brokers import Mosquitto, have_mosquitto
+
+
+@pytest.fixture
+def mock_factory() -> Iterator[MockFactory]:
+    """A fresh MockFactory per test, passed explicitly; reset afterwards (as gpiozero does)."""
+    factory = MockFactory()
+    try:
+        yield factory
+    finally:
+        factory.reset()
+
+
+@pytest.fixture
+def mosquitto(tmp_path: Path) -> Iterator[Mosquitto]:
+    """A running mosquitto on a free loopback port, stopped after the test."""
+    if not have_mosquitto():
+        pytest.fail("mosquitto is not installed; the README's test command installs it")
+    broker = Mosquitto(tmp_path / "broker")
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.kill()
+
+
+@pytest.fixture
+def write_agent_config(tmp_path: Path) -> Callable[..., Path]:
+    """Write an agent config for a simulated device; keyword arguments override sections."""
+
+    def write(
+        port: int,
+        *,
+        device: str = "pi-01",
+        sensors: list[dict[str, Any]] | None = None,
+        name: str = "agent.yaml",
+        **sections: Any,
+    ) -> Path:
+        state = tmp_path / f"state-{device}"
+        config: dict[str, Any] = {
+            "site": "plant-a",
+            "device": device,
+            "mqtt": {
+                "host": "127.0.0.1",
+                "port": port,
+                "reconnect_min_s": 0.2,
+                "reconnect_max_s": 1.0,
+            },
+            "outbox": {"path": str(state / "outbox.db"), "drain_rate_per_s": 200},
+            "telemetry": {"batch_interval_s": 0.2, "health_interval_s": 1.0},
+            "hardware": {"pin_factory": "mock"},
+            "sensors": sensors
+            or [
+                {
+                    "id": "cold-room",
+                    "driver": "simulated",
+                    "model": "cold_room",
+                    "interval_s": 0.1,
+                    "seed": 1,
+                    "labels": {"zone": "kitchen"},
+                },
+                {
+                    "id": "server-room",
+                    "driver": "simulated",
+                    "model": "server_room",
+                    "interval_s": 0.1,
+                    "seed": 2,
+                },
+            ],
+        }
+        for key, value in sections.items():
+            if isinstance(value, dict) and isinstance(config.get(key), dict):
+                config[key] = {**config[key], **value}
+            else:
+                config[key] = value
+        path = tmp_path / name
+        path.write_text(yaml.safe_dump(config))
+        return path
+
+    return write

@@ -1,0 +1,1 @@
+"""Fakes that model hardware and Pi-only libraries, shared by the tests."""
