@@ -11,7 +11,8 @@ Each leaf also inherits the builtin category a caller might already catch.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from sitewatch import configfile
+from sitewatch.configfile import ConfigIssue
 
 __all__ = [
     "AgentError",
@@ -26,29 +27,8 @@ class AgentError(Exception):
     """Base of every error the agent raises on purpose."""
 
 
-@dataclass(frozen=True)
-class ConfigIssue:
-    """One problem in a configuration file: where (``sensors[1].pin``) and what is wrong."""
-
-    path: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.path}: {self.message}" if self.path else self.message
-
-
-class ConfigError(AgentError, ValueError):
-    """The configuration is invalid; ``issues`` lists every problem found, each with its path."""
-
-    def __init__(self, issues: list[ConfigIssue], source: str | None = None) -> None:
-        self.issues = issues
-        self.source = source
-        header = f"invalid configuration {source}" if source else "invalid configuration"
-        super().__init__(header + ":\n" + "\n".join(f"  {issue}" for issue in issues))
-
-    @classmethod
-    def single(cls, path: str, message: str, source: str | None = None) -> ConfigError:
-        return cls([ConfigIssue(path, message)], source)
+class ConfigError(AgentError, configfile.ConfigError):
+    """The agent's configuration is invalid; ``issues`` lists every problem with its path."""
 
 
 class SensorReadError(AgentError, OSError):
