@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
@@ -25,10 +26,24 @@ class Probe:
 
     ``persistent=True`` uses a fixed client id and a persistent session, so messages
     published while the probe is reconnecting (broker restart) are queued for it.
+    ``username``/``password`` log in to a broker without anonymous access; ``ca_file``
+    (with ``cert_file``/``key_file`` for a client certificate) connects over TLS, checking the
+    broker's host name unless ``check_hostname=False``.
     """
 
     def __init__(
-        self, host: str, port: int, topic_filter: str = "sitewatch/#", persistent: bool = False
+        self,
+        host: str,
+        port: int,
+        topic_filter: str = "sitewatch/#",
+        persistent: bool = False,
+        *,
+        username: str | None = None,
+        password: str | None = None,
+        ca_file: Path | None = None,
+        cert_file: Path | None = None,
+        key_file: Path | None = None,
+        check_hostname: bool = True,
     ) -> None:
         self.topic_filter = topic_filter
         self.messages: list[Received] = []
@@ -40,6 +55,15 @@ class Probe:
             clean_session=not persistent,
         )
         self.client.reconnect_delay_set(0.1, 0.5)
+        if username is not None:
+            self.client.username_pw_set(username, password)
+        if ca_file is not None:
+            self.client.tls_set(
+                ca_certs=str(ca_file),
+                certfile=str(cert_file) if cert_file else None,
+                keyfile=str(key_file) if key_file else None,
+            )
+            self.client.tls_insecure_set(not check_hostname)
         self.client.on_connect = self._on_connect
         self.client.on_message = self._on_message
         self.client.on_subscribe = lambda *args: self._subscribed.set()

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 _CONNACK_TIMEOUT_S = 10.0
 _LOOP_TIMEOUT_S = 0.1
+_STABLE_CONNECTION_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -138,8 +139,11 @@ class MqttLink:
     def _run(self) -> None:
         failures = 0
         while not self._stop.is_set():
-            was_connected = self._connect_and_serve()
-            failures = 0 if was_connected else failures + 1
+            connected_s = self._connect_and_serve()
+            # Only a connection that held resets the back-off: a broker that accepts and then
+            # drops the device at once (a duplicate client id, an ACL kick) must not be
+            # hammered every reconnect_min_s forever.
+            failures = 0 if connected_s >= _STABLE_CONNECTION_S else failures + 1
             if self._stop.is_set():
                 break
             ceiling = min(
@@ -168,10 +172,12 @@ class MqttLink:
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
 
-    def _connect_and_serve(self) -> bool:
+    def _connect_and_serve(self) -> float:
+        """Connect and serve until the link drops; how long it was up (seconds, 0: never)."""
         client = self.client_factory(self.settings.client_id)
         self._client = client
         established = False
+        established_at = 0.0
         try:
             self._configure(client)
             client.connect(self.settings.host, self.settings.port, self.settings.keepalive_s)
@@ -182,9 +188,15 @@ class MqttLink:
                     break
                 rc = client.loop(timeout=_LOOP_TIMEOUT_S)
                 if rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
-                    self._note_error(f"connection lost ({paho.error_string(rc)})")
+                    # CONN_REFUSED follows a refused CONNACK, which _on_connect already
+                    # reported with its reason; logging it again would defeat _note_error's
+                    # once-per-condition logging (two warnings per retry, forever).
+                    if rc != MQTTErrorCode.MQTT_ERR_CONN_REFUSED:
+                        self._note_error(f"connection lost ({paho.error_string(rc)})")
                     break
                 if self.connected:
+                    if not established:
+                        established_at = self.clock.monotonic()
                     established = True
                     self.listener.on_tick(self)
                 elif established or self.clock.monotonic() > deadline:
@@ -199,7 +211,7 @@ class MqttLink:
                 self.listener.on_disconnected()
             self._client = None
             _close_socket(client)
-        return established
+        return self.clock.monotonic() - established_at if established else 0.0
 
     def _say_goodbye(self, client: Any) -> None:
         if not self.connected:
