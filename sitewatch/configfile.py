@@ -86,7 +86,7 @@ def issues_from(error: ValidationError, union_tags: Collection[str] = ()) -> lis
         message = entry["msg"].removeprefix("Value error, ")
         path = _format_location(tuple(entry["loc"]), union_tags)
         head, _, rest = message.partition(": ")
-        if rest and "[" in head and " " not in head:
+        if rest and " " not in head and ("[" in head or "." in head):
             path, message = head, rest
         if entry["type"] not in ("missing", "value_error", "extra_forbidden") and "input" in entry:
             message += f" (got {entry['input']!r})"

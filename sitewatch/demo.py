@@ -24,8 +24,9 @@ from typing import Any
 
 import yaml
 
-from sitewatch.collector.mqtt import Subscriber
+from sitewatch.collector.mqtt import BrokerSession, SessionOptions
 from sitewatch.collector.tail import print_message
+from sitewatch.configfile import BrokerConfig
 from sitewatch.localrun import Mosquitto
 from sitewatch.wire import subscription
 
@@ -93,15 +94,14 @@ def main(argv: list[str] | None = None) -> int:
     broker.start()
     agents: list[subprocess.Popen[bytes]] = []
     stopped = threading.Event()
-    subscriber = Subscriber(
-        broker.host, broker.port, [subscription()],
-        lambda topic, payload, retained: print_message(topic, payload),
+    live_view = BrokerSession(
+        BrokerConfig(host=broker.host, port=broker.port),
+        SessionOptions(topics=(subscription(),), persistent=False, manual_ack=False),
+        lambda message: print_message(message.topic, message.payload),
     )
 
     def stop(signum: int | None = None, frame: FrameType | None = None) -> None:
-        if not stopped.is_set():
-            stopped.set()
-            subscriber.stop()
+        stopped.set()
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
@@ -124,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
             timer = threading.Timer(args.duration_s, stop)
             timer.daemon = True
             timer.start()
-        subscriber.run_forever()
+        live_view.run(stopped)
     finally:
         for agent in agents:
             agent.send_signal(signal.SIGTERM)

@@ -31,7 +31,6 @@ with a reason fit for a dead-letter log.
 
 from __future__ import annotations
 
-import json
 from enum import StrEnum
 from typing import Annotated, Literal
 
@@ -215,10 +214,12 @@ class Event(_Strict):
 class Health(_Strict):
     """The agent's own health, sent in a telemetry message every ``health_interval_s``.
 
-    Counts are since the outbox was created (they survive restarts) unless named otherwise.
+    ``ts`` is when the report was made (ms). Counts are since the outbox was created (they
+    survive restarts) unless named otherwise.
     ``read_errors`` maps sensor id → error class → count since this boot.
     """
 
+    ts: TimestampMs | None = None
     uptime_s: NonNegative
     produced: Annotated[int, Field(ge=0)]
     acked: Annotated[int, Field(ge=0)]
@@ -338,10 +339,20 @@ def encode(message: Message) -> bytes:
     return message.model_dump_json(exclude_none=True).encode()
 
 
-def _first_error(error: ValidationError) -> str:
-    first = error.errors()[0]
+def _reason(error: ValidationError) -> str:
+    """The most useful single sentence for a dead-letter log."""
+    errors = error.errors()
+    first = errors[0]
+    if first["type"] == "json_invalid":
+        return f"malformed JSON: {first['msg'].removeprefix('Invalid JSON: ')}"
+    if first["type"] == "model_type":
+        return "payload is not a JSON object"
+    version = next((e for e in errors if e["loc"] == ("v",)), None)
+    if version is not None:
+        got = version["input"] if version["type"] != "missing" else None
+        return f"unknown payload version {got!r}; expected {WIRE_VERSION}"
     location = ".".join(str(part) for part in first["loc"])
-    more = f" (+{error.error_count() - 1} more)" if error.error_count() > 1 else ""
+    more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
     return f"{location or 'payload'}: {first['msg']}{more}"
 
 
@@ -354,26 +365,18 @@ def parse_message(
 ) -> Message:
     """Validate a received message against its topic; raise ``WireError`` with the reason.
 
-    Checks, in order: the topic layout, the payload size (``MAX_PAYLOAD_BYTES``), JSON, the
-    version, the model, that site and device match the topic, and (when ``now_ms`` is given)
-    that no timestamp lies more than ``max_future_ms`` ahead of it.
+    Checks: the topic layout, the payload size (``MAX_PAYLOAD_BYTES``), JSON, the version,
+    the model (in one parsing pass), that site and device match the topic, and (when
+    ``now_ms`` is given) that no timestamp lies more than ``max_future_ms`` ahead of it.
     """
     parts = parse_topic(topic_name)
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise WireError(f"payload of {len(payload)} bytes exceeds {MAX_PAYLOAD_BYTES}")
-    try:
-        raw = json.loads(payload)
-    except (UnicodeDecodeError, ValueError) as error:
-        raise WireError(f"malformed JSON: {error}") from None
-    if not isinstance(raw, dict):
-        raise WireError("payload is not a JSON object")
-    if raw.get("v") != WIRE_VERSION:
-        raise WireError(f"unknown payload version {raw.get('v')!r}; expected {WIRE_VERSION}")
     model = _MODEL_FOR_KIND[parts.kind]
     try:
-        message = model.model_validate_json(payload)
+        message = model.model_validate_json(payload)  # one pass: parse and validate
     except ValidationError as error:
-        raise WireError(_first_error(error)) from None
+        raise WireError(_reason(error)) from None
     if message.site != parts.site or message.device != parts.device:
         raise WireError(
             f"payload names {message.site}/{message.device} but the topic is "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ import pytest
 import yaml
 from gpiozero.pins.mock import MockFactory
 
+from sitewatch.localrun import Influxd, VictoriaMetrics, have_influxd, victoria_metrics_binary
 from tests.brokers import Mosquitto, have_mosquitto
 
 
@@ -90,3 +92,39 @@ def write_agent_config(tmp_path: Path) -> Callable[..., Path]:
         return path
 
     return write
+
+
+@pytest.fixture
+def influxd(tmp_path: Path) -> Iterator[Influxd]:
+    """A running influxd (InfluxDB 1.6.7) on a free loopback port with an empty data dir and
+    the database ``sitewatch`` created; killed after the test."""
+    if not have_influxd():
+        pytest.fail("influxd is not installed; the README's test command installs it (influxdb)")
+    server = Influxd(tmp_path / "influxd")
+    server.start()
+    try:
+        server.create_database("sitewatch")
+        yield server
+    finally:
+        server.kill()
+
+
+@pytest.fixture
+def victoria(tmp_path: Path) -> Iterator[VictoriaMetrics]:
+    """A running VictoriaMetrics (a real server for InfluxDB's v2 write API) on a free loopback
+    port; stopped after the test. Skips when its binary cannot be had, except under CI."""
+    binary = victoria_metrics_binary()
+    if binary is None:
+        reason = (
+            "victoria-metrics is not available, so the InfluxDB v2 write path is not tested: "
+            "run scripts/fetch-victoria-metrics.sh (scripts/bootstrap.sh runs it)"
+        )
+        if os.environ.get("CI"):
+            pytest.fail(reason + "; CI must test it")
+        pytest.skip(reason)
+    server = VictoriaMetrics(tmp_path / "victoria", binary)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()

@@ -7,10 +7,7 @@ gives the agent's own accounting.
 
 from __future__ import annotations
 
-import json
-import signal
 import subprocess
-import sys
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -28,6 +25,9 @@ from sitewatch.wire import (
 )
 from tests.brokers import Mosquitto, wait_until
 from tests.mqtt_probe import Probe
+from tests.processes import agent_status as status
+from tests.processes import outbox_path, start_agent
+from tests.processes import stop_process as stop_agent
 
 pytestmark = pytest.mark.integration
 
@@ -38,40 +38,6 @@ EQUIPMENT = [
      "seed": 3, "faults": [{"kind": "short_cycling", "start_s": 0}]},
     {"id": "door", "driver": "simulated", "model": "door", "interval_s": 0.2, "seed": 4},
 ]
-
-
-def start_agent(config: Path, log: Path) -> subprocess.Popen[bytes]:
-    """Start ``sitewatch-agent run`` and wait until its outbox exists."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sitewatch.agent.cli", "run", "--config", str(config),
-         "--log-level", "DEBUG"],
-        stdout=log.open("ab"), stderr=subprocess.STDOUT,
-    )
-    wait_until(lambda: outbox_path(config).exists() or proc.poll() is not None, 20,
-               "the agent's outbox")
-    assert proc.poll() is None, log.read_text()
-    return proc
-
-
-def stop_agent(proc: subprocess.Popen[bytes]) -> int:
-    """SIGTERM, as systemd stops it; it must exit within the unit's TimeoutStopSec=15."""
-    proc.send_signal(signal.SIGTERM)
-    return proc.wait(15)
-
-
-def status(config: Path) -> dict[str, int]:
-    out = subprocess.run(
-        [sys.executable, "-m", "sitewatch.agent.cli", "status", "--config", str(config), "--json"],
-        capture_output=True, check=True, text=True,
-    )
-    result: dict[str, int] = json.loads(out.stdout)
-    return result
-
-
-def outbox_path(config: Path) -> Path:
-    import yaml
-
-    return Path(yaml.safe_load(config.read_text())["outbox"]["path"])
 
 
 def data_messages(probe: Probe) -> list[TelemetryMessage | EventMessage]:

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from sitewatch.agent import sdnotify
+from sitewatch import sdnotify
 
 
 @pytest.fixture

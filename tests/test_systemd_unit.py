@@ -86,19 +86,41 @@ def test_systemd_unit_hardening_keeps_gpio_usable(unit: dict[str, dict[str, list
     assert unit["Install"]["WantedBy"] == ["multi-user.target"]
 
 
-def test_systemd_unit_passes_systemd_analyze_verify(tmp_path: Path) -> None:
+COLLECTOR_UNIT = UNIT.with_name("sitewatch-collector.service")
+
+
+def test_systemd_collector_unit_is_hardened_like_the_agent() -> None:
+    unit = parse_unit(COLLECTOR_UNIT.read_text())
+    service = unit["Service"]
+    expected = {
+        "Type": "notify", "NotifyAccess": "main", "WatchdogSec": "30",
+        "Restart": "on-failure", "ProtectSystem": "strict", "ProtectHome": "yes",
+        "PrivateTmp": "yes", "NoNewPrivileges": "yes", "PrivateDevices": "yes",
+        "StateDirectory": "sitewatch-collector", "User": "sitewatch",
+        "RestrictAddressFamilies": "AF_UNIX AF_INET AF_INET6",
+    }
+    assert {key: service[key][-1] for key in expected} == expected
+    assert service["ExecStart"] == [
+        "/opt/sitewatch/.venv/bin/sitewatch-collector run --config /etc/sitewatch/collector.yaml"
+    ]
+
+
+@pytest.mark.parametrize("path", [UNIT, COLLECTOR_UNIT], ids=lambda p: p.name)
+def test_systemd_unit_passes_systemd_analyze_verify(path: Path, tmp_path: Path) -> None:
     analyze = shutil.which("systemd-analyze")
     if analyze is None:
         pytest.skip("systemd-analyze is not installed")
     # verify insists that ExecStart's binary exists; the install path is not on this machine.
-    text = UNIT.read_text().replace(
-        "/opt/sitewatch/.venv/bin/sitewatch-agent", sys.executable + " -m sitewatch.agent"
+    program = path.stem  # sitewatch-agent or sitewatch-collector
+    module = "sitewatch.agent.cli" if program.endswith("agent") else "sitewatch.collector.cli"
+    text = path.read_text().replace(
+        f"/opt/sitewatch/.venv/bin/{program}", f"{sys.executable} -m {module}"
     )
-    copy = tmp_path / UNIT.name
+    copy = tmp_path / path.name
     copy.write_text(text)
     result = subprocess.run([analyze, "verify", str(copy)], capture_output=True, text=True,
                             timeout=60, check=False)
     # verify exits 0 even for unknown keys; it reports them on stderr with the file's name.
-    complaints = [line for line in result.stderr.splitlines() if UNIT.name in line]
+    complaints = [line for line in result.stderr.splitlines() if path.name in line]
     assert result.returncode == 0, result.stderr
     assert complaints == []

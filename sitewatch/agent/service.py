@@ -26,8 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypedDict
 
-from sitewatch import __version__
-from sitewatch.agent import sdnotify
+from sitewatch import __version__, sdnotify
 from sitewatch.agent.config import AgentConfig, config_hash
 from sitewatch.agent.delivery import Delivery
 from sitewatch.agent.errors import SensorFault
@@ -236,6 +235,7 @@ class Agent:
         stats = self.outbox.stats()
         synced = _TIMESYNC_FLAG.exists() if _TIMESYNC_FLAG.parent.parent.exists() else None
         return Health(
+            ts=self._now_ms(),
             uptime_s=round(self.clock.monotonic() - self.started_monotonic, 3),
             produced=stats.produced,
             acked=stats.acked,

@@ -1,0 +1,308 @@
+"""Ingest throughput and latency: the real collector beside a bare baseline relay.
+
+One invocation starts a mosquitto and an influxd (Debian's 1.6.7) on free loopback ports and
+measures, against the same broker, database server and load:
+
+- **baseline**: a bare relay in its own process: paho subscriber (QoS1, loop in the main
+  thread), ``json.loads``, line protocol by f-string, 5000-line batches POSTed to ``/write``
+  from a writer thread. No validation, no tracking, no spool, no manual acknowledgement.
+- **collector**: ``sitewatch-collector run`` exactly as deployed (validation, seq tracking,
+  dead letters, manual ack after the write, spool, status and metrics).
+
+Throughput: ``--messages`` messages of ``--readings`` readings each (default 4000 × 50) are
+published as fast as mosquitto_pub can (QoS1, one publisher per device); readings/s =
+readings / (time until InfluxQL counts all of them − first publish).
+Latency: the collector alone, at a fixed ``--latency-rate`` readings/s (default 10,000) for
+``--latency-s`` seconds; publish → queryable by InfluxQL, p50 and p99.
+
+Targets on the 2-core machine: collector ≥ 100,000 readings/s with 50 readings per message,
+ratio to baseline ≥ 0.6, p99 publish → queryable ≤ 2 s at 10,000 readings/s.
+
+    .venv/bin/python bench/ingest.py [--messages 4000] [--readings 50]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from sitewatch.localrun import Influxd, Mosquitto, wait_until
+
+DEVICES = 4
+
+BASELINE = r"""
+import json, sys, threading, queue, urllib3
+import paho.mqtt.client as paho
+from paho.mqtt.enums import CallbackAPIVersion
+port, influx_url, db = int(sys.argv[1]), sys.argv[2], sys.argv[3]
+http = urllib3.PoolManager(maxsize=1)
+batches = queue.Queue(maxsize=8)
+def writer():
+    while True:
+        body = batches.get()
+        http.request("POST", f"{influx_url}/write?db={db}&precision=ms", body=body)
+threading.Thread(target=writer, daemon=True).start()
+lines = []
+def esc(v): return v.replace(",", r"\,").replace("=", r"\=").replace(" ", r"\ ")
+def on_message(client, userdata, message):
+    data = json.loads(message.payload)
+    tags = f"site={esc(data['site'])},device={esc(data['device'])}"
+    for r in data["readings"]:
+        lines.append(f"environment,{tags},sensor={esc(r['sensor'])} "
+                     f"temperature_c={float(r['temperature_c'])},"
+                     f"humidity_pct={float(r['humidity_pct'])} {r['ts']}")
+    if len(lines) >= 5000:
+        batches.put("\n".join(lines)); lines.clear()
+def on_connect(client, userdata, flags, rc, props):
+    client.subscribe("sitewatch/v1/+/+/telemetry", qos=1)
+def on_subscribe(*args):
+    print("ready", flush=True)
+client = paho.Client(CallbackAPIVersion.VERSION2, client_id="baseline", clean_session=False)
+client.on_message, client.on_connect, client.on_subscribe = on_message, on_connect, on_subscribe
+client.connect("127.0.0.1", port)
+def flush_tail():
+    import time
+    while True:
+        time.sleep(0.5)
+        if lines:
+            tail = list(lines); lines.clear(); batches.put("\n".join(tail))
+threading.Thread(target=flush_tail, daemon=True).start()
+client.loop_forever()
+"""
+
+
+def _message(device: str, boot_id: str, seq: int, readings: int, ts_ms: int) -> str:
+    return json.dumps(
+        {
+            "v": 1,
+            "site": "bench",
+            "device": device,
+            "boot_id": boot_id,
+            "seq": seq,
+            "historical": False,
+            "readings": [
+                {
+                    "sensor": f"s{i}",
+                    "ts": ts_ms,
+                    "temperature_c": 20.0 + (seq % 97) / 10,
+                    "humidity_pct": 50.0 + i % 7,
+                    "quality": "ok",
+                }
+                for i in range(readings)
+            ],
+        },
+        separators=(",", ":"),
+    )
+
+
+Flood = list[tuple[subprocess.Popen[bytes], str]]
+
+
+def _flood(broker: Mosquitto, messages: int, readings: int, tag: str) -> tuple[float, Flood]:
+    """Publish with one mosquitto_pub per device; returns when it started and the publishers
+    (whose stdin stays open: mosquitto_pub -l drops its unsent queue at EOF)."""
+    start_ms = int(time.time() * 1000)
+    procs: Flood = []
+    started = time.monotonic()
+    for d in range(DEVICES):
+        device = f"{tag}-{d}"
+        boot_id = secrets.token_hex(8)
+        body = "\n".join(
+            _message(device, boot_id, seq, readings, start_ms + seq)  # distinct ts per message
+            for seq in range(1, messages // DEVICES + 1)
+        )
+        proc = subprocess.Popen(
+            [
+                "mosquitto_pub",
+                "-h",
+                "127.0.0.1",
+                "-p",
+                str(broker.port),
+                "-q",
+                "1",
+                "-l",
+                "-t",
+                f"sitewatch/v1/bench/{device}/telemetry",
+                "-M",
+                "100",
+            ],
+            stdin=subprocess.PIPE,
+        )
+        procs.append((proc, body))
+    for proc, body in procs:
+        assert proc.stdin is not None
+        proc.stdin.write(body.encode() + b"\n")
+    return started, procs
+
+
+def _count(influx: Influxd, db: str, tag: str) -> int:
+    rows = influx.query(
+        f"SELECT count(temperature_c) FROM environment WHERE device =~ /^{tag}-/", db
+    )
+    return int(rows[0]["count"]) if rows else 0
+
+
+def _throughput(
+    influx: Influxd, broker: Mosquitto, db: str, tag: str, args: argparse.Namespace
+) -> float:
+    total = (args.messages // DEVICES) * DEVICES * args.readings
+    started, procs = _flood(broker, args.messages, args.readings, tag)
+    done = wait_until(
+        lambda: _count(influx, db, tag) >= total and time.monotonic(),
+        600,
+        f"{total} readings in {db}",
+        interval_s=0.2,
+    )
+    for proc, _ in procs:
+        assert proc.stdin is not None
+        proc.stdin.close()
+        proc.wait(30)
+    return total / (done - started)
+
+
+def _collector_config(workdir: Path, broker: Mosquitto, influx: Influxd, db: str) -> Path:
+    config = {
+        "mqtt": {"host": "127.0.0.1", "port": broker.port, "client_id": f"collector-{db}"},
+        "influx": {"api": "v1", "url": f"http://127.0.0.1:{influx.port}", "database": db},
+        "state_dir": str(workdir / f"state-{db}"),
+        "metrics": {"enabled": False},
+    }
+    path = workdir / f"collector-{db}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def _start_collector(config: Path) -> subprocess.Popen[bytes]:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "sitewatch.collector.cli",
+            "run",
+            "--config",
+            str(config),
+            "--log-level",
+            "WARNING",
+        ]
+    )
+    return proc
+
+
+def _latency(influx: Influxd, broker: Mosquitto, db: str, args: argparse.Namespace) -> list[float]:
+    import paho.mqtt.client as paho
+    from paho.mqtt.enums import CallbackAPIVersion
+
+    client = paho.Client(CallbackAPIVersion.VERSION2, client_id="latency-publisher")
+    client.connect("127.0.0.1", broker.port)
+    client.loop_start()
+    per_message = args.readings
+    rate_msgs = args.latency_rate / per_message
+    published: list[float] = []
+    queryable: dict[int, float] = {}
+    stop = threading.Event()
+
+    def poll() -> None:
+        while not stop.is_set():
+            count = _count(influx, db, "lat") // per_message
+            now = time.monotonic()
+            for k in range(len(queryable), min(count, len(published))):
+                queryable[k] = now
+            stop.wait(0.05)
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    boot_id = secrets.token_hex(8)
+    start = time.monotonic()
+    total = int(args.latency_s * rate_msgs)
+    for seq in range(1, total + 1):
+        due = start + (seq - 1) / rate_msgs
+        time.sleep(max(0.0, due - time.monotonic()))
+        payload = _message("lat-0", boot_id, seq, per_message, int(time.time() * 1000))
+        published.append(time.monotonic())
+        client.publish("sitewatch/v1/bench/lat-0/telemetry", payload, qos=1)
+    wait_until(lambda: len(queryable) >= total, 60, "every latency message queryable")
+    stop.set()
+    client.loop_stop()
+    return [queryable[k] - published[k] for k in range(total)]
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=4000)
+    parser.add_argument("--readings", type=int, default=50)
+    parser.add_argument("--latency-rate", type=float, default=10_000.0)
+    parser.add_argument("--latency-s", type=float, default=20.0)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="sitewatch-ingest-") as tmp:
+        workdir = Path(tmp)
+        broker = Mosquitto(workdir / "broker")
+        influx = Influxd(workdir / "influx")
+        broker.start()
+        influx.start()
+        try:
+            influx.create_database("baseline")
+            baseline = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-c",
+                    BASELINE,
+                    str(broker.port),
+                    f"http://127.0.0.1:{influx.port}",
+                    "baseline",
+                ],
+                stdout=subprocess.PIPE,
+            )
+            assert baseline.stdout is not None
+            baseline.stdout.readline()  # "ready": subscribed, so the flood is not missed
+            base_rate = _throughput(influx, broker, "baseline", "base", args)
+            baseline.terminate()
+            baseline.wait(10)
+
+            influx.create_database("collector")
+            config = _collector_config(workdir, broker, influx, "collector")
+            collector = _start_collector(config)
+            status = workdir / "state-collector" / "status.json"
+            wait_until(
+                lambda: status.exists() and json.loads(status.read_text())["broker_connected"],
+                30,
+                "the collector's subscription",
+            )
+            coll_rate = _throughput(influx, broker, "collector", "coll", args)
+            latencies = sorted(_latency(influx, broker, "collector", args))
+            collector.terminate()
+            collector.wait(30)
+        finally:
+            influx.stop()
+            broker.stop()
+    p50 = statistics.median(latencies)
+    p99 = latencies[int(0.99 * (len(latencies) - 1))]
+    print(
+        f"ingest, {args.messages} messages × {args.readings} readings, QoS1, "
+        f"{DEVICES} publishers; broker and influxd on the same 2 cores"
+    )
+    print(f"  baseline relay   {base_rate:>10,.0f} readings/s")
+    print(f"  collector        {coll_rate:>10,.0f} readings/s")
+    print(f"  ratio            {coll_rate / base_rate:>10.2f}")
+    print(
+        f"  latency at {args.latency_rate:,.0f} readings/s for {args.latency_s:.0f} s: "
+        f"p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms (publish → queryable by InfluxQL)"
+    )
+    ok = coll_rate >= 100_000 and coll_rate / base_rate >= 0.6 and p99 <= 2.0
+    print(f"targets (≥ 100,000/s, ratio ≥ 0.6, p99 ≤ 2 s): {'met' if ok else 'MISSED'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

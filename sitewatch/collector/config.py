@@ -1,0 +1,192 @@
+"""The collector's configuration: one YAML file, validated in full at start.
+
+Every problem comes back in one ``ConfigError`` with the field's path
+(``influx.token_file: cannot read /etc/sitewatch/influx-token``). The annotated example
+``firmware_config/collector.example.yaml`` documents each key.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import Field, ValidationError, model_validator
+
+from sitewatch.configfile import (
+    BrokerConfig,
+    ConfigError,
+    ConfigIssue,
+    EnvName,
+    Section,
+    issues_from,
+    load_yaml,
+    read_secret,
+    secret_file_issues,
+)
+
+__all__ = [
+    "CollectorConfig",
+    "CollectorConfigError",
+    "CollectorMqttConfig",
+    "InfluxConfig",
+    "MetricsConfig",
+    "SpoolConfig",
+    "load_config",
+    "parse_config",
+]
+
+
+class CollectorConfigError(ConfigError):
+    """The collector's configuration is invalid; ``issues`` lists every problem with its path."""
+
+
+class CollectorMqttConfig(BrokerConfig):
+    """The broker connection and the collector's session on it.
+
+    ``client_id`` is required and must stay the same across restarts: the broker keeps the
+    collector's persistent session (subscriptions and the QoS1 messages queued while it is
+    down) under that id. ``protocol`` ``5`` (default) uses a session expiry of
+    ``session_expiry_s`` (default 7 days) and tells the broker to keep at most
+    ``max_inflight`` unacknowledged messages in flight (Receive Maximum); ``3.1.1`` uses a
+    clean_session=false session and the broker's own in-flight limit. ``topics`` are the
+    subscriptions (default all sites). Invalid messages are republished, with the reason, on
+    ``dead_letter_topic``.
+    """
+
+    client_id: Annotated[str, Field(min_length=1, max_length=128)]
+    protocol: Literal["5", "3.1.1"] = "5"
+    session_expiry_s: Annotated[int, Field(ge=60, le=4294967295)] = 7 * 86400
+    max_inflight: Annotated[int, Field(ge=1, le=65535)] = 1000
+    topics: list[Annotated[str, Field(min_length=1)]] = Field(
+        default_factory=lambda: ["sitewatch/v1/+/+/+"], min_length=1
+    )
+    dead_letter_topic: Annotated[str, Field(min_length=1)] = "sitewatch/v1/_collector/deadletter"
+
+
+class InfluxConfig(Section):
+    """Where readings are stored.
+
+    ``api: v1`` writes line protocol to ``/write`` (InfluxDB 1.x, as Debian and Raspberry Pi OS
+    ship it): ``database`` (required), ``retention_policy`` (default: the database's default),
+    ``username`` with ``password_file``/``password_env`` when auth is on.
+    ``api: v2`` writes through influxdb-client (InfluxDB 2.x, 3.x, Cloud, 1.8+): ``org``,
+    ``bucket`` and the token from ``token_file`` or ``token_env`` (all required); ``gzip``
+    compresses request bodies (default on).
+    Lines are sent in batches of up to ``batch_size`` (default 5000) or every
+    ``flush_interval_s`` (default 1 s), whichever comes first; a request gives up after
+    ``timeout_s`` (default 10 s). Retries back off from ``retry_min_s`` to ``retry_max_s``
+    (or longer when the server sends Retry-After).
+    """
+
+    api: Literal["v1", "v2"]
+    url: Annotated[str, Field(pattern=r"^https?://[^\s/]+")]
+    database: Annotated[str, Field(min_length=1)] | None = None
+    retention_policy: Annotated[str, Field(min_length=1)] | None = None
+    username: str | None = None
+    password_file: Path | None = None
+    password_env: EnvName | None = None
+    org: Annotated[str, Field(min_length=1)] | None = None
+    bucket: Annotated[str, Field(min_length=1)] | None = None
+    token_file: Path | None = None
+    token_env: EnvName | None = None
+    gzip: bool = True
+    batch_size: Annotated[int, Field(ge=1, le=100_000)] = 5000
+    flush_interval_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+    timeout_s: Annotated[float, Field(gt=0, le=300)] = 10.0
+    retry_min_s: Annotated[float, Field(gt=0, le=60)] = 1.0
+    retry_max_s: Annotated[float, Field(gt=0, le=3600)] = 60.0
+
+    @model_validator(mode="after")
+    def _keys_for_api(self) -> InfluxConfig:
+        if self.api == "v1":
+            if self.database is None:
+                raise ValueError("influx.database: required with api v1")
+            for key in ("org", "bucket", "token_file", "token_env"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"influx.{key}: only for api v2")
+        else:
+            missing = [key for key in ("org", "bucket") if getattr(self, key) is None]
+            if missing:
+                raise ValueError(f"influx.{missing[0]}: required with api v2")
+            if (self.token_file is None) == (self.token_env is None):
+                raise ValueError("influx.token_file: give token_file or token_env (one of them)")
+            for key in ("database", "retention_policy", "username", "password_file"):
+                if getattr(self, key) is not None:
+                    raise ValueError(f"influx.{key}: only for api v1")
+        if self.password_file is not None and self.password_env is not None:
+            raise ValueError("influx.password_file: give password_file or password_env, not both")
+        return self
+
+    def password(self) -> str | None:
+        """The v1 password, read now (never stored in the config object)."""
+        return read_secret(self.password_file, self.password_env)
+
+    def token(self) -> str | None:
+        """The v2 token, read now (never stored in the config object)."""
+        return read_secret(self.token_file, self.token_env)
+
+    def issues(self) -> list[ConfigIssue]:
+        return secret_file_issues(
+            {"influx.password_file": self.password_file, "influx.token_file": self.token_file},
+            {"influx.password_env": self.password_env, "influx.token_env": self.token_env},
+        )
+
+
+class SpoolConfig(Section):
+    """The on-disk spool that holds batches while InfluxDB cannot take them.
+
+    Capped at ``max_bytes`` (default 1 GiB) and ``max_age_s`` (default 7 days); beyond that the
+    oldest batches are dropped and every dropped reading is counted.
+    """
+
+    max_bytes: Annotated[int, Field(ge=65536)] = 1 << 30
+    max_age_s: Annotated[float, Field(gt=0)] = 7 * 86400.0
+
+
+class MetricsConfig(Section):
+    """The Prometheus ``/metrics`` endpoint (``enabled``, ``host``, ``port``; default
+    127.0.0.1:9108: expose it beyond loopback only behind your reverse proxy)."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = 9108
+
+
+class CollectorConfig(Section):
+    """The collector's configuration; see ``firmware_config/collector.example.yaml``.
+
+    ``state_dir`` holds the spool, the delivery counters and device state (and, later,
+    detector checkpoints and alert state). A device is ``stale`` when nothing was heard from
+    it for ``stale_after_s`` (default 300 s) while its status says online. Delivery counters
+    go to InfluxDB every ``delivery_interval_s`` (default 10 s). Timestamps more than
+    ``max_future_s`` (default 300 s) ahead of the collector's clock are rejected.
+    """
+
+    mqtt: CollectorMqttConfig
+    influx: InfluxConfig
+    state_dir: Path
+    spool: SpoolConfig = Field(default_factory=SpoolConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    stale_after_s: Annotated[float, Field(gt=0)] = 300.0
+    delivery_interval_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
+    max_future_s: Annotated[float, Field(gt=0)] = 300.0
+
+
+def parse_config(data: Any, source: str | None = None) -> CollectorConfig:
+    """Validate already-parsed YAML; raise ``CollectorConfigError`` listing every problem."""
+    if not isinstance(data, dict):
+        raise CollectorConfigError.single("", "the file must be a YAML mapping of keys", source)
+    try:
+        config = CollectorConfig.model_validate(data)
+    except ValidationError as error:
+        raise CollectorConfigError(issues_from(error), source) from None
+    issues = config.mqtt.issues() + config.influx.issues()
+    if issues:
+        raise CollectorConfigError(issues, source)
+    return config
+
+
+def load_config(path: Path | str) -> CollectorConfig:
+    """Read and validate a collector config file; raise ``CollectorConfigError`` on any problem."""
+    data, source = load_yaml(path, CollectorConfigError)
+    return parse_config(data, source)

@@ -1,0 +1,74 @@
+"""Agents and collectors as real processes, started and observed the way an operator would:
+``sitewatch-agent run`` / ``sitewatch-collector run``, and their ``status --json``."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tests.brokers import wait_until
+
+
+def outbox_path(config: Path) -> Path:
+    return Path(yaml.safe_load(config.read_text())["outbox"]["path"])
+
+
+def start_agent(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    """Start ``sitewatch-agent run`` and wait until its outbox exists."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sitewatch.agent.cli", "run", "--config", str(config),
+         "--log-level", "DEBUG"],
+        stdout=log.open("ab"), stderr=subprocess.STDOUT,
+    )
+    wait_until(lambda: outbox_path(config).exists() or proc.poll() is not None, 20,
+               "the agent's outbox")
+    assert proc.poll() is None, log.read_text()
+    return proc
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 15) -> int:
+    """SIGTERM, as systemd stops it; it must exit within the unit's TimeoutStopSec."""
+    proc.send_signal(signal.SIGTERM)
+    return proc.wait(timeout_s)
+
+
+def agent_status(config: Path) -> dict[str, int]:
+    out = subprocess.run(
+        [sys.executable, "-m", "sitewatch.agent.cli", "status", "--config", str(config), "--json"],
+        capture_output=True, check=True, text=True,
+    )
+    result: dict[str, int] = json.loads(out.stdout)
+    return result
+
+
+def start_collector(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    """Start ``sitewatch-collector run`` and wait until it is connected to the broker."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "sitewatch.collector.cli", "run", "--config", str(config),
+         "--log-level", "DEBUG"],
+        stdout=log.open("ab"), stderr=subprocess.STDOUT,
+    )
+    state = Path(yaml.safe_load(config.read_text())["state_dir"]) / "status.json"
+    wait_until(
+        lambda: proc.poll() is not None
+        or (state.exists() and json.loads(state.read_text())["broker_connected"]),
+        30, "the collector's broker session",
+    )
+    assert proc.poll() is None, log.read_text()
+    return proc
+
+
+def collector_status(config: Path) -> dict[str, Any]:
+    out = subprocess.run(
+        [sys.executable, "-m", "sitewatch.collector.cli", "status", "--config", str(config),
+         "--json"],
+        capture_output=True, check=True, text=True,
+    )
+    result: dict[str, Any] = json.loads(out.stdout)
+    return result
