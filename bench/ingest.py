@@ -226,10 +226,15 @@ def _latency(influx: Influxd, broker: Mosquitto, db: str, args: argparse.Namespa
     boot_id = secrets.token_hex(8)
     start = time.monotonic()
     total = int(args.latency_s * rate_msgs)
+    last_ts_ms = 0
     for seq in range(1, total + 1):
         due = start + (seq - 1) / rate_msgs
         time.sleep(max(0.0, due - time.monotonic()))
-        payload = _message("lat-0", boot_id, seq, per_message, int(time.time() * 1000))
+        # A distinct timestamp per message even when two fall in the same millisecond:
+        # otherwise the second would overwrite the first and never be counted.
+        ts_ms = max(int(time.time() * 1000), last_ts_ms + 1)
+        last_ts_ms = ts_ms
+        payload = _message("lat-0", boot_id, seq, per_message, ts_ms)
         published.append(time.monotonic())
         client.publish("sitewatch/v1/bench/lat-0/telemetry", payload, qos=1)
     wait_until(lambda: len(queryable) >= total, 60, "every latency message queryable")
@@ -267,6 +272,7 @@ def main() -> int:
             assert baseline.stdout is not None
             baseline.stdout.readline()  # "ready": subscribed, so the flood is not missed
             base_rate = _throughput(influx, broker, "baseline", "base", args)
+            print(f"baseline relay: {base_rate:,.0f} readings/s", flush=True)
             baseline.terminate()
             baseline.wait(10)
 
@@ -280,6 +286,7 @@ def main() -> int:
                 "the collector's subscription",
             )
             coll_rate = _throughput(influx, broker, "collector", "coll", args)
+            print(f"collector: {coll_rate:,.0f} readings/s", flush=True)
             latencies = sorted(_latency(influx, broker, "collector", args))
             collector.terminate()
             collector.wait(30)

@@ -1,9 +1,11 @@
-"""The local demo behind ``./scripts/demo``: a broker, simulated agents on two sites with
-fault scenarios, and a validating live view of everything they publish.
+"""The local demo behind ``./scripts/demo``: a broker, InfluxDB, simulated agents on two
+sites with fault scenarios, the collector storing everything in InfluxDB, and a validating
+live view of everything the agents publish.
 
 Everything runs as plain processes under a run directory (default ``run/demo``, wiped at
 each start so a second run starts clean) on free loopback ports. Ctrl-C, or the end of
-``--duration-s``, stops the agents cleanly (each says ``offline``) and then the broker.
+``--duration-s``, stops the agents cleanly (each says ``offline``), then the collector, the
+broker and InfluxDB.
 
 Scenarios: on plant-a the kitchen cold room's cooling fails, its compressor short-cycles and
 its door is left open; on plant-b a rack DHT22 dies while the server room and the freezer
@@ -27,7 +29,7 @@ import yaml
 from sitewatch.collector.mqtt import BrokerSession, SessionOptions
 from sitewatch.collector.tail import print_message
 from sitewatch.configfile import BrokerConfig
-from sitewatch.localrun import Mosquitto
+from sitewatch.localrun import Influxd, Mosquitto
 from sitewatch.wire import subscription
 
 __all__ = ["DEVICES", "main"]
@@ -76,6 +78,21 @@ def _agent_config(run_dir: Path, site: str, device: str, port: int, sensors: lis
     return path
 
 
+_EXAMPLE_QUERY = "q=SELECT last(temperature_c) FROM environment GROUP BY device, sensor"
+
+
+def _collector_config(run_dir: Path, broker: Mosquitto, influx: Influxd) -> Path:
+    config = {
+        "mqtt": {"host": "127.0.0.1", "port": broker.port, "client_id": "demo-collector"},
+        "influx": {"api": "v1", "url": influx.url, "database": "sitewatch"},
+        "state_dir": str(run_dir / "collector"),
+        "metrics": {"port": 0},
+    }
+    path = run_dir / "collector.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="scripts/demo", description=__doc__.splitlines()[0])
     parser.add_argument("--run-dir", type=Path, default=Path("run/demo"))
@@ -92,8 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     (run_dir / "logs").mkdir(parents=True)
     broker = Mosquitto(run_dir / "broker")
     broker.start()
+    influx = Influxd(run_dir / "influxdb")
+    influx.start()
+    influx.create_database("sitewatch")
     agents: list[subprocess.Popen[bytes]] = []
     stopped = threading.Event()
+    collector: subprocess.Popen[bytes] | None = None
     live_view = BrokerSession(
         BrokerConfig(host=broker.host, port=broker.port),
         SessionOptions(topics=(subscription(),), persistent=False, manual_ack=False),
@@ -108,6 +129,18 @@ def main(argv: list[str] | None = None) -> int:
     try:
         print(f"sitewatch demo, run directory {run_dir}")
         print(f"  broker    mosquitto on 127.0.0.1:{broker.port} (log {broker.log_path})")
+        print(f"  influxdb  {influx.url}, database sitewatch; try:\n"
+              f"            curl -G {influx.url}/query --data-urlencode db=sitewatch"
+              f" --data-urlencode {_EXAMPLE_QUERY!r}")
+        collector_config = _collector_config(run_dir, broker, influx)
+        collector_log = (run_dir / "logs" / "collector.log").open("ab")
+        collector = subprocess.Popen(
+            [sys.executable, "-m", "sitewatch.collector.cli", "run", "--config",
+             str(collector_config)],
+            stdout=collector_log, stderr=subprocess.STDOUT,
+        )
+        print(f"  collector MQTT → InfluxDB (status: .venv/bin/sitewatch-collector status"
+              f" --config {collector_config})")
         for (site, device), sensors in DEVICES.items():
             config = _agent_config(run_dir, site, device, broker.port, sensors)
             log = (run_dir / "logs" / f"{device}.log").open("ab")
@@ -133,7 +166,14 @@ def main(argv: list[str] | None = None) -> int:
                 agent.wait(20)
             except subprocess.TimeoutExpired:
                 agent.kill()
+        if collector is not None:
+            collector.send_signal(signal.SIGTERM)
+            try:
+                collector.wait(30)
+            except subprocess.TimeoutExpired:
+                collector.kill()
         broker.stop()
+        influx.stop()
         print("\ndemo stopped", flush=True)
     return 0
 

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from sitewatch.localrun import Influxd
+from sitewatch.localrun import Influxd, VictoriaMetrics
 from tests.brokers import Mosquitto, free_port, wait_until
 from tests.processes import (
     agent_status,
@@ -163,7 +163,12 @@ def test_collector_stores_every_reading_once_with_documented_schema(
     states = {d["device"]: d["state"] for d in status["devices"]}
     assert states == {device: "offline" for device in devices}
     delivery = influxd.query("SELECT last(received) FROM delivery GROUP BY device", DB)
-    assert {r["device"] for r in delivery} == set(devices)
+    assert {r["device"] for r in delivery if r["device"]} == set(devices)
+    [totals] = influxd.query(
+        "SELECT last(stored), last(spooled), last(dropped) FROM delivery"
+        " WHERE collector = 'collector-test'", DB
+    )
+    assert totals["last"] > 0 and totals["last_2"] == 0
 
 
 def test_collector_influxd_down_30s_loses_and_doubles_nothing(
@@ -240,3 +245,35 @@ def test_collector_serves_prometheus_metrics(
         text = response.read().decode()
     for name in ("received", "stored", "duplicates", "gaps", "late", "spooled", "dead_lettered"):
         assert f"sitewatch_collector_{name}_total " in text
+
+
+def test_collector_v2_api_stores_every_reading_in_a_v2_server(
+    mosquitto: Mosquitto, victoria: VictoriaMetrics, write_agent_config,  # type: ignore[no-untyped-def]
+    procs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The influx.api v2 path (influxdb-client, token from the environment, gzip) end to end,
+    against VictoriaMetrics, which speaks InfluxDB's /api/v2/write."""
+    monkeypatch.setenv("SITEWATCH_TEST_INFLUX_TOKEN", "test-token")
+    config = tmp_path / "collector-v2.yaml"
+    config.write_text(yaml.safe_dump({
+        "mqtt": {"host": "127.0.0.1", "port": mosquitto.port, "client_id": "collector-v2"},
+        "influx": {"api": "v2", "url": victoria.url, "org": "facilities", "bucket": "sitewatch",
+                   "token_env": "SITEWATCH_TEST_INFLUX_TOKEN", "flush_interval_s": 0.2},
+        "state_dir": str(tmp_path / "collector-v2-state"),
+        "metrics": {"enabled": False},
+    }))
+    procs.append(start_collector(config, tmp_path / "collector.log"))
+    agents = run_agents(write_agent_config, mosquitto, tmp_path, procs, ["pi-01"], CLIMATE[:1])
+
+    def stored() -> int:
+        series = victoria.export('{__name__="environment_quality",device="pi-01"}')
+        return sum(len(s["values"]) for s in series)
+
+    wait_until(lambda: stored() >= 100, 60, "readings in VictoriaMetrics")
+    (agent_config, agent) = agents["pi-01"]
+    assert stop_process(agent) == 0
+    produced = agent_status(agent_config)["produced"]
+    wait_until(lambda: stored() >= produced, 60, f"{produced} readings in VictoriaMetrics")
+    assert stored() == produced
+    [series] = victoria.export('{__name__="environment_temperature_c",device="pi-01"}')
+    assert series["metric"]["zone"] == "kitchen north" and series["metric"]["site"] == "plant-a"

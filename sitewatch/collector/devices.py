@@ -62,11 +62,13 @@ class DeviceStates:
             if not getattr(message, "historical", False):
                 device.last_seen_ms = now_ms
             if isinstance(message, TelemetryMessage):
-                for reading in message.readings:
-                    if reading.quality is Quality.FAULT:
-                        device.faulted.add(reading.sensor)
-                    elif reading.quality in (Quality.OK, Quality.DEGRADED):
-                        device.faulted.discard(reading.sensor)
+                faulted = device.faulted
+                for reading in message.readings:  # on the ingest hot path: kept minimal
+                    quality = reading.quality
+                    if quality is Quality.FAULT:
+                        faulted.add(reading.sensor)
+                    elif faulted and quality is not Quality.BAD:
+                        faulted.discard(reading.sensor)
             else:
                 for event in message.events:
                     if event.type is EventType.SENSOR_FAULT:

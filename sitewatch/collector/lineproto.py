@@ -44,6 +44,7 @@ from sitewatch.wire import EventMessage, EventType, Health, Quality, Reading, Te
 
 __all__ = [
     "SensorCatalog",
+    "collector_delivery_line",
     "delivery_line",
     "dew_point_c",
     "event_lines",
@@ -216,11 +217,7 @@ def event_lines(message: EventMessage, catalog: SensorCatalog) -> list[str]:
             fields.append(f"detail={string_field(e.detail or '')}")
         event_tags = f"{_device_tags(site, device)},sensor={escape_tag(e.sensor)}"
         out.append(f"events,{event_tags},type={e.type.value} {','.join(fields)} {e.ts}")
-        if (
-            e.type is EventType.STATE_CHANGE
-            and e.field in _STATE_FIELDS
-            and e.value is not None
-        ):
+        if e.type is EventType.STATE_CHANGE and e.field in _STATE_FIELDS and e.value is not None:
             out.append(f"equipment,{tags} {e.field}={_BOOL[e.value]} {e.ts}")
     return out
 
@@ -236,6 +233,19 @@ def delivery_line(site: str, device: str, counters: Mapping[str, int], ts_ms: in
         raise ValueError("a delivery point needs at least one counter")
     fields = ",".join(f"{escape_tag(name)}={int(value)}i" for name, value in counters.items())
     return f"delivery,{_device_tags(site, device)} {fields} {ts_ms}"
+
+
+def collector_delivery_line(collector: str, counters: Mapping[str, int], ts_ms: int) -> str:
+    """The collector-wide ``delivery`` point (tag ``collector``, its MQTT client id): what is
+    not per device (``spooled``, ``dead_lettered``, ``dropped``, points ``stored``).
+
+    >>> collector_delivery_line("collector-1", {"spooled": 0, "dropped": 0}, 1795464000000)
+    'delivery,collector=collector-1 spooled=0i,dropped=0i 1795464000000'
+    """
+    if not counters:
+        raise ValueError("a delivery point needs at least one counter")
+    fields = ",".join(f"{escape_tag(name)}={int(value)}i" for name, value in counters.items())
+    return f"delivery,collector={escape_tag(collector)} {fields} {ts_ms}"
 
 
 def _device_tags(site: str, device: str) -> str:

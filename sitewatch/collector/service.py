@@ -23,7 +23,7 @@ from sitewatch.collector.config import CollectorConfig
 from sitewatch.collector.deadletter import DeadLetters
 from sitewatch.collector.devices import DeviceStates
 from sitewatch.collector.ingest import Ingest
-from sitewatch.collector.lineproto import SensorCatalog, delivery_line
+from sitewatch.collector.lineproto import SensorCatalog, collector_delivery_line, delivery_line
 from sitewatch.collector.metrics import MetricsServer, write_snapshot
 from sitewatch.collector.mqtt import BrokerSession, SessionOptions
 from sitewatch.collector.protocols import Sink
@@ -170,8 +170,16 @@ class Collector:
             counters = self.tracker.counters(site, device).as_dict()
             counters["stored"] = self.ingest.durable_readings.get((site, device), 0)
             lines.append(delivery_line(site, device, counters, now_ms))
-        if lines:
-            self.writer.submit(lines, None)
+        writer = self.writer.stats()
+        totals = {
+            "stored": writer.stored_lines,
+            "spooled": writer.spooled_lines,
+            "dead_lettered": self.dead_letters.count,
+            "dropped": writer.dropped_lines,
+            "invalid_messages": self.ingest.invalid_messages,
+        }
+        lines.append(collector_delivery_line(self.config.mqtt.client_id, totals, now_ms))
+        self.writer.submit(lines, None)
 
     def _checkpoint(self) -> None:
         _save_json(self.state_dir / _TRACKER_FILE, self.tracker.to_json())
