@@ -1,6 +1,6 @@
 """Line protocol for the public schema: measurements, tags, field types, escaping, identity.
 
-Lines are checked with a reference parser (``tests.fakes.influx.parse_line``) and, in
+Lines are checked with a reference parser (``tests.lineparse.parse_line``) and, in
 ``test_lineproto_influxd_*``, by the real influxd, which must accept every line and give
 back what went in.
 """
@@ -35,7 +35,7 @@ from sitewatch.wire import (
     StatusMessage,
     TelemetryMessage,
 )
-from tests.fakes.influx import parse_line
+from tests.lineparse import parse_line
 
 TS = 1_795_464_000_123
 

@@ -1,8 +1,16 @@
 """The writer: batching, rejected and oversized batches, spooling, draining, backpressure.
 
-The first tests drive ``Writer.step`` with a ``FakeClock`` against ``FakeInflux`` (a model of
-InfluxDB 1.x's write semantics) to pin down timing and splitting. The ``*_influxd_*`` tests
-run the writer thread against a real influxd through the real v1 sink.
+Every test writes through the real v1 sink to a real influxd started by the fixtures (or,
+for a server that is down, to a loopback port where nothing listens). The first tests drive
+``Writer.step`` with a ``FakeClock``: the writer's own timers (flush interval, back-off,
+Retry-After) are injected, the server is real, so timing, splitting and draining are pinned
+down without sleeping. The ``*_influxd_*`` tests run the writer thread on the system clock.
+
+influxd gives each case for real: a field type conflict (a float field, then an integer),
+malformed lines (quoted in its partial-write answer, so the sink names them), a body over
+``max_body_size`` (413), and refused connections once it is killed. Retry-After alone comes
+from the throttling proxy of ``test_influx_sinks`` in front of the real influxd, because no
+real server throttles on demand.
 """
 
 from __future__ import annotations
@@ -24,8 +32,11 @@ from sitewatch.collector.spool import Spool
 from sitewatch.collector.writer import Writer
 from sitewatch.localrun import Influxd
 from sitewatch.wire import Quality, Reading, TelemetryMessage
-from tests.brokers import wait_until
-from tests.fakes.influx import FakeInflux, identity
+from tests.brokers import free_port, wait_until
+from tests.lineparse import parse_line
+from tests.test_influx_sinks import ThrottlingProxy
+
+integration = pytest.mark.integration
 
 
 class Outcomes:
@@ -43,6 +54,26 @@ class Outcomes:
     def on_dead_letter(self, line: str, reason: str) -> None:
         with self.lock:
             self.dead.append((line, reason))
+
+
+class Recorded:
+    """The real v1 sink, noting how many lines each request carried and every line influxd
+    acknowledged (in acknowledgement order). It passes every write and answer through."""
+
+    def __init__(self, sink: InfluxV1Sink) -> None:
+        self.sink = sink
+        self.requests: list[int] = []
+        self.stored: list[str] = []
+
+    def write(self, lines: Sequence[str]) -> WriteResult:
+        self.requests.append(len(lines))
+        result = self.sink.write(lines)
+        if result.outcome is Outcome.OK:
+            self.stored.extend(lines)
+        return result
+
+    def close(self) -> None:
+        self.sink.close()
 
 
 def _writer(
@@ -70,10 +101,26 @@ TS = 1_795_464_000_000
 
 
 def _lines(batch: int, count: int, field: str = "temperature_c", value: str = "1.5") -> list[str]:
+    """``count`` points of sensor ``s<batch>`` at TS, TS + 1 ms, ..."""
     return [
-        f"environment,site=a,device=d,sensor=s{batch} {field}={value} {1_000_000 + i}"
+        f"environment,site=a,device=d,sensor=s{batch} {field}={value} {TS + i}"
         for i in range(count)
     ]
+
+
+def _keys(lines: Sequence[str]) -> set[tuple[str, int]]:
+    """The (sensor, time) of each line: what identifies its point in influxd."""
+    return {(parse_line(line)[1]["sensor"], parse_line(line)[3]) for line in lines}
+
+
+def _points(server: Influxd) -> set[tuple[str, int]]:
+    """The (sensor, time) of every ``temperature_c`` point influxd holds."""
+    rows = server.query("SELECT temperature_c, sensor FROM environment", "sitewatch")
+    return {(row["sensor"], row["time"]) for row in rows}
+
+
+def _v1(url: str) -> Recorded:
+    return Recorded(InfluxV1Sink(url, "sitewatch", timeout_s=10))
 
 
 @pytest.fixture
@@ -87,32 +134,64 @@ def spool(tmp_path: Path, clock: FakeClock) -> Iterator[Spool]:
         yield spool
 
 
-def test_writer_flushes_a_partial_batch_after_the_interval(clock: FakeClock, spool: Spool) -> None:
-    sink, outcomes = FakeInflux(), Outcomes()
+@pytest.fixture
+def sink(influxd: Influxd) -> Iterator[Recorded]:
+    """The real v1 sink to the fixture's influxd."""
+    sink = _v1(influxd.url)
+    yield sink
+    sink.close()
+
+
+@pytest.fixture
+def down_sink() -> Iterator[Recorded]:
+    """The real v1 sink to a loopback port where nothing listens: every write is refused."""
+    sink = _v1(f"http://127.0.0.1:{free_port()}")
+    yield sink
+    sink.close()
+
+
+@integration
+def test_writer_flushes_a_partial_batch_after_the_interval(
+    influxd: Influxd, sink: Recorded, clock: FakeClock, spool: Spool
+) -> None:
+    outcomes = Outcomes()
     writer = _writer(sink, spool, clock, outcomes)
     writer.submit([], "m0")  # a message with nothing to write keeps its place in the order
     writer.submit(_lines(0, 3), "m1")
     assert writer.step() == pytest.approx(1.0)
     clock.advance(0.999)
     assert writer.step() == pytest.approx(0.001) and sink.requests == []
+    assert outcomes.durable == [] and _points(influxd) == set()
     clock.advance(0.001)
     assert writer.step() == 0.0
     assert sink.requests == [3] and outcomes.durable == ["m0", "m1"]
+    assert _points(influxd) == _keys(_lines(0, 3))
     assert writer.step() is None  # nothing left to time
+    writer.submit([], "m2")  # alone in its batch: still reported, in its turn
+    clock.advance(1.0)
+    assert writer.step() == 0.0 and outcomes.durable == ["m0", "m1", "m2"]
+    assert sink.requests == [3]  # an empty batch makes no request
     assert writer.stats().stored_lines == 3 and writer.stats().pending_lines == 0
 
 
-def test_writer_hands_over_a_full_batch_without_waiting(clock: FakeClock, spool: Spool) -> None:
-    sink, outcomes = FakeInflux(), Outcomes()
+@integration
+def test_writer_hands_over_a_full_batch_without_waiting(
+    influxd: Influxd, sink: Recorded, clock: FakeClock, spool: Spool
+) -> None:
+    outcomes = Outcomes()
     writer = _writer(sink, spool, clock, outcomes)
     writer.submit(_lines(0, 6), "m1")
     writer.submit(_lines(1, 5), "m2")  # a message is never split between batches
     assert writer.step() == 0.0
     assert sink.requests == [11] and outcomes.durable == ["m1", "m2"]
+    assert _points(influxd) == _keys(_lines(0, 6) + _lines(1, 5))
 
 
-def test_writer_type_conflict_dead_letters_only_that_line(clock: FakeClock, spool: Spool) -> None:
-    sink, outcomes = FakeInflux(), Outcomes()
+@integration
+def test_writer_type_conflict_dead_letters_only_that_line(
+    influxd: Influxd, sink: Recorded, clock: FakeClock, spool: Spool
+) -> None:
+    outcomes = Outcomes()
     writer = _writer(sink, spool, clock, outcomes, batch_size=40)
     writer.submit(_lines(0, 1), "m0")
     clock.advance(1.0)
@@ -123,142 +202,236 @@ def test_writer_type_conflict_dead_letters_only_that_line(clock: FakeClock, spoo
     writer.step()
     assert [line for line, _ in outcomes.dead] == [lines[29]]
     assert "field type conflict" in outcomes.dead[0][1]
-    good = {identity(line) for i, line in enumerate(lines) if i != 29}
-    assert good <= set(sink.points) and identity(lines[29]) not in sink.points
+    good = [line for i, line in enumerate(lines) if i != 29]
+    assert _points(influxd) == _keys(_lines(0, 1) + good)  # not the conflicting line
+    assert set(sink.stored) == {*_lines(0, 1), *good}
     assert outcomes.durable == ["m0", "m1"]
     assert len(sink.requests) <= 2 + 2 * 6  # halving finds one line in 40 in ~2·log2(40)
     stats = writer.stats()
     assert (stats.stored_lines, stats.dead_lettered_lines) == (40, 1)
 
 
-def test_writer_uses_the_servers_rejected_indices(clock: FakeClock, spool: Spool) -> None:
-    sink, outcomes = FakeInflux(report_indices=True), Outcomes()
-    sink.types[("environment", "temperature_c")] = float
+@integration
+def test_writer_uses_the_servers_rejected_indices(
+    influxd: Influxd, sink: Recorded, clock: FakeClock, spool: Spool
+) -> None:
+    outcomes = Outcomes()
     writer = _writer(sink, spool, clock, outcomes, batch_size=20)
     lines = _lines(0, 20)
-    lines[3] = _lines(1, 1, value="true")[0]
-    lines[17] = _lines(2, 1, value='"warm"')[0]
+    lines[3] = f"environment,site=a,device=d,sensor=s1 temperature_c= {TS}"  # no value
+    lines[17] = "environment,site=a,device=d,sensor=s2 temperature_c=1.5 soon"  # no time
     writer.submit(lines, "m1")
     writer.step()
     assert [line for line, _ in outcomes.dead] == [lines[3], lines[17]]
+    assert all("unable to parse" in reason for _, reason in outcomes.dead)
     assert sink.requests == [20, 18]  # the rest is written again: the server may keep none
+    good = [line for i, line in enumerate(lines) if i not in (3, 17)]
+    assert sink.stored == good and _points(influxd) == _keys(good)
+    assert outcomes.durable == ["m1"] and writer.stats().dead_lettered_lines == 2
 
 
-def test_writer_splits_a_batch_the_server_finds_too_large(clock: FakeClock, spool: Spool) -> None:
-    sink, outcomes = FakeInflux(max_lines=4), Outcomes()
-    writer = _writer(sink, spool, clock, outcomes, batch_size=11)
-    lines = _lines(0, 11)
-    writer.submit(lines, "m1")
-    writer.step()
-    assert sink.order == [identity(line) for line in lines]  # all stored, in order
-    assert outcomes.dead == [] and outcomes.durable == ["m1"]
+@integration
+def test_writer_splits_a_batch_the_server_finds_too_large(
+    tmp_path: Path, clock: FakeClock, spool: Spool
+) -> None:
+    server = Influxd(tmp_path / "influxd-small", max_body_size=300)  # 4 of these lines fit
+    server.start()
+    try:
+        server.create_database("sitewatch")
+        sink, outcomes = _v1(server.url), Outcomes()
+        writer = _writer(sink, spool, clock, outcomes, batch_size=11)
+        lines = _lines(0, 11)
+        writer.submit(lines, "m1")
+        writer.step()
+        assert sink.stored == lines  # all stored, in order
+        assert sink.requests == [11, 5, 2, 3, 6, 3, 3]  # halves, then their halves
+        assert _points(server) == _keys(lines)
+        assert outcomes.dead == [] and outcomes.durable == ["m1"]
+        assert writer.stats().spooled_lines == 0
+        sink.close()
+    finally:
+        server.kill()
 
 
-def test_writer_spools_while_down_and_drains_in_order(clock: FakeClock, spool: Spool) -> None:
-    sink, outcomes = FakeInflux(down=True), Outcomes()
+@integration
+def test_writer_spools_while_down_and_drains_in_order(
+    influxd: Influxd, sink: Recorded, clock: FakeClock, spool: Spool
+) -> None:
+    influxd.kill()  # connections are refused until it starts again
+    outcomes = Outcomes()
     writer = _writer(sink, spool, clock, outcomes)
     first, second, third = _lines(0, 10), _lines(1, 10), _lines(2, 10)
     writer.submit(first, "m1")
     assert writer.step() == 0.0
     assert outcomes.durable == ["m1"] and writer.stats().spool_lines == 10  # durable in spool
     assert writer.step() == pytest.approx(1.0)  # first retry after retry_min_s
-    sink.down = False
+    influxd.start()  # same port, same data
     writer.submit(second, "m2")
     writer.step()
     # the server is back, but the spool is not empty: the new batch queues behind it
     assert outcomes.durable == ["m1", "m2"] and sink.requests == [10]
-    assert writer.stats().spool_batches == 2
+    assert writer.stats().spool_batches == 2 and _points(influxd) == set()
     clock.advance(1.0)
     while writer.step() == 0.0:
         pass
     assert writer.stats().spool_batches == 0
     writer.submit(third, "m3")
     writer.step()
-    assert sink.order == [identity(line) for line in first + second + third]
+    assert sink.stored == first + second + third  # influxd received them in order
+    assert _points(influxd) == _keys(first + second + third)
     assert sink.requests == [10, 10, 10, 10]
     stats = writer.stats()
-    assert (stats.stored_lines, stats.spooled_lines, stats.last_error) == (
-        30, 20, "retry: connection refused"
+    assert (stats.stored_lines, stats.spooled_lines) == (30, 20)
+    assert (stats.last_error or "").startswith(
+        f'retry: no answer from database "sitewatch" at {influxd.url}'
     )
+    influxd.kill()  # a later outage starts its back-off afresh
+    writer.submit(_lines(3, 10), "m4")
+    assert writer.step() == 0.0 and writer.step() == pytest.approx(1.0)
+    assert sink.requests == [10, 10, 10, 10, 10] and outcomes.durable == ["m1", "m2", "m3", "m4"]
 
 
-def test_writer_backs_off_exponentially_with_jitter(clock: FakeClock, spool: Spool) -> None:
-    sink, outcomes = FakeInflux(down=True), Outcomes()
-    writer = _writer(sink, spool, clock, outcomes, retry_min_s=1.0, retry_max_s=16.0)
+def test_writer_backs_off_exponentially_with_jitter(
+    down_sink: Recorded, clock: FakeClock, spool: Spool
+) -> None:
+    outcomes = Outcomes()
+    writer = _writer(down_sink, spool, clock, outcomes, retry_min_s=1.0, retry_max_s=16.0)
     writer.submit(_lines(0, 10), "m1")
     writer.step()
+    assert down_sink.requests == [10]
     waits = []
-    for _ in range(8):
+    for attempt in range(8):
         wait = writer.step()
         assert wait is not None and wait > 0
+        assert len(down_sink.requests) == 1 + attempt  # nothing is tried before its time
         waits.append(wait)
         clock.advance(wait)
         assert writer.step() == 0.0  # one drain attempt, refused
+        assert len(down_sink.requests) == 2 + attempt
     bases = [1, 2, 4, 8, 16, 16, 16, 16]
     for wait, base in zip(waits, bases, strict=True):
         assert max(1.0, base / 2) <= wait <= base
     assert len(set(waits[4:])) > 1  # jittered, so a fleet of collectors does not stampede
-    sink.retry_after_s = 100.0  # the server asks for longer than our back-off: honour it
-    clock.advance(writer.step() or 0.0)
-    writer.step()
-    assert writer.step() == pytest.approx(100.0)
+    assert down_sink.stored == [] and spool.stats().lines == 10 and outcomes.durable == ["m1"]
 
 
-def test_writer_retry_midway_through_a_split_spools_the_rest_in_order(
-    clock: FakeClock, spool: Spool
+@integration
+def test_writer_honours_the_servers_retry_after_when_longer(
+    influxd: Influxd, clock: FakeClock, spool: Spool
 ) -> None:
-    sink, outcomes = FakeInflux(), Outcomes()
-    sink.types[("environment", "temperature_c")] = float
+    answers = [(503, {"Retry-After": "100"}), (429, {"Retry-After": "0"})]
+    with ThrottlingProxy(influxd.url, answers) as proxy:
+        sink, outcomes = _v1(proxy.url), Outcomes()
+        writer = _writer(sink, spool, clock, outcomes, retry_min_s=1.0, retry_max_s=16.0)
+        writer.submit(_lines(0, 10), "m1")
+        writer.step()
+        assert outcomes.durable == ["m1"] and spool.stats().lines == 10
+        assert writer.step() == pytest.approx(100.0)  # longer than our back-off: honour it
+        clock.advance(99.0)
+        writer.step()
+        assert sink.requests == [10]
+        clock.advance(1.0)
+        assert writer.step() == 0.0  # refused again, with a Retry-After shorter than ours
+        wait = writer.step()
+        assert wait is not None and 1.0 <= wait <= 2.0  # the back-off's second step
+        clock.advance(wait)
+        assert writer.step() == 0.0
+        assert sink.requests == [10, 10, 10] and proxy.forwarded == 1
+        assert spool.stats().batches == 0 and _points(influxd) == _keys(_lines(0, 10))
+        sink.close()
+
+
+@integration
+def test_writer_retry_midway_through_a_split_spools_the_rest_in_order(
+    influxd: Influxd, clock: FakeClock, spool: Spool
+) -> None:
+    class KilledBefore(Recorded):
+        """influxd is killed just before this sink's requests number 7 and 10."""
+
+        def write(self, lines: Sequence[str]) -> WriteResult:
+            if len(self.requests) + 1 in (7, 10):
+                influxd.kill()
+            return super().write(lines)
+
+    sink, outcomes = KilledBefore(InfluxV1Sink(influxd.url, "sitewatch")), Outcomes()
+    seed = _lines(9, 1)  # temperature_c is a float field from now on
+    assert sink.sink.write(seed).outcome is Outcome.OK
     writer = _writer(sink, spool, clock, outcomes, batch_size=16)
     lines = _lines(0, 16)
-    lines[12] = _lines(1, 1, value="7i")[0]
-    sink.fail_after = 2  # the batch, its first half, then the server is gone
+    lines[1] = _lines(1, 1, value="7i")[0]  # two field type conflicts
+    lines[12] = _lines(2, 1, value="8i")[0]
     writer.submit(lines, "m1")
     writer.step()
-    assert outcomes.durable == ["m1"] and outcomes.dead == []
-    assert writer.stats().spool_lines == 8  # the second half, still to be split
-    sink.down, sink.fail_after = False, None
+    # 16, 8, 4 and 2 lines refused, lines[0] stored, lines[1] dead-lettered; then influxd
+    # is gone while lines[2:4], lines[4:8] and lines[8:] are still to be written
+    assert sink.requests == [16, 8, 4, 2, 1, 1, 2]
+    assert outcomes.durable == ["m1"] and [line for line, _ in outcomes.dead] == [lines[1]]
+    head = spool.head()
+    assert head is not None and head.lines == lines[2:]  # all the rest, in order
+    influxd.start()
+    clock.advance(16.0)
+    while writer.step() == 0.0:  # the spooled rest is split again; killed before its 2nd half
+        pass
+    assert sink.requests[7:] == [14, 7, 7]
+    again = spool.head()
+    assert again is not None and again.id == head.id and again.lines == lines[9:]
+    influxd.start()
     clock.advance(16.0)
     while writer.step() == 0.0:
         pass
-    assert [line for line, _ in outcomes.dead] == [lines[12]]
-    assert set(sink.points) == {identity(line) for i, line in enumerate(lines) if i != 12}
-    assert writer.stats().spool_batches == 0
+    assert [line for line, _ in outcomes.dead] == [lines[1], lines[12]]  # each once
+    good = [line for i, line in enumerate(lines) if i not in (1, 12)]
+    assert sink.stored == good  # in order, each once
+    assert _points(influxd) == _keys(seed + good)
+    stats = writer.stats()
+    assert (stats.spool_batches, stats.stored_lines, stats.dead_lettered_lines) == (0, 14, 2)
+    sink.close()
 
 
-def test_writer_drains_a_spool_left_by_an_earlier_run(clock: FakeClock, spool: Spool) -> None:
+@integration
+def test_writer_drains_a_spool_left_by_an_earlier_run(
+    influxd: Influxd, sink: Recorded, clock: FakeClock, spool: Spool
+) -> None:
     spool.append(_lines(0, 5), readings=5)
-    sink, outcomes = FakeInflux(), Outcomes()
-    writer = _writer(sink, spool, clock, outcomes)
+    writer = _writer(sink, spool, clock, Outcomes())
     assert writer.step() == 0.0
     assert sink.requests == [5] and spool.stats().batches == 0
+    assert _points(influxd) == _keys(_lines(0, 5))
 
 
+@integration
 def test_writer_stop_writes_the_partial_batch_and_refuses_more(
-    clock: FakeClock, spool: Spool
+    influxd: Influxd, sink: Recorded, clock: FakeClock, spool: Spool
 ) -> None:
-    sink, outcomes = FakeInflux(), Outcomes()
+    outcomes = Outcomes()
     writer = _writer(sink, spool, clock, outcomes)
     writer.submit(_lines(0, 3), "m1")
     writer.stop()
     assert sink.requests == [3] and outcomes.durable == ["m1"]
+    assert _points(influxd) == _keys(_lines(0, 3))
     with pytest.raises(RuntimeError, match="stopping"):
         writer.submit(_lines(1, 1), "m2")
     writer.stop()  # twice is fine
+    assert sink.requests == [3]
 
 
-def test_writer_stop_spools_when_the_server_is_down(clock: FakeClock, spool: Spool) -> None:
-    sink, outcomes = FakeInflux(down=True), Outcomes()
-    writer = _writer(sink, spool, clock, outcomes)
+def test_writer_stop_spools_when_the_server_is_down(
+    down_sink: Recorded, clock: FakeClock, spool: Spool
+) -> None:
+    outcomes = Outcomes()
+    writer = _writer(down_sink, spool, clock, outcomes)
     writer.submit(_lines(0, 3), "m1")
     writer.stop()
-    assert outcomes.durable == ["m1"]
+    assert outcomes.durable == ["m1"] and down_sink.requests == [3]
     head = spool.head()
     assert head is not None and head.lines == _lines(0, 3)
 
 
-def test_writer_blocks_submit_while_batches_wait(clock: FakeClock, spool: Spool) -> None:
-    sink, outcomes = FakeInflux(), Outcomes()
+@integration
+def test_writer_blocks_submit_while_batches_wait(
+    influxd: Influxd, sink: Recorded, clock: FakeClock, spool: Spool
+) -> None:
+    outcomes = Outcomes()
     writer = _writer(sink, spool, clock, outcomes, batch_size=1, max_pending_batches=2)
     writer.submit(_lines(0, 1), "m1")
     writer.submit(_lines(1, 1), "m2")
@@ -278,32 +451,52 @@ def test_writer_blocks_submit_while_batches_wait(clock: FakeClock, spool: Spool)
     while writer.step() == 0.0:
         pass
     assert outcomes.durable == ["m1", "m2", "m3"]
+    assert _points(influxd) == _keys(_lines(0, 1) + _lines(1, 1) + _lines(2, 1))
 
 
-def test_writer_keeps_the_data_when_a_sink_raises(clock: FakeClock, spool: Spool) -> None:
-    class Broken:
-        def write(self, lines: object) -> WriteResult:
-            raise OSError("disk on fire")
+@integration
+def test_writer_keeps_the_data_when_a_sink_raises(
+    influxd: Influxd, sink: Recorded, clock: FakeClock, spool: Spool
+) -> None:
+    class RaisesOnce:
+        """A sink with a bug: its first write raises instead of returning a result."""
+
+        def __init__(self) -> None:
+            self.raised = False
+
+        def write(self, lines: Sequence[str]) -> WriteResult:
+            if not self.raised:
+                self.raised = True
+                raise OSError("disk on fire")
+            return sink.write(lines)
 
         def close(self) -> None:
-            pass
+            sink.close()
 
     outcomes = Outcomes()
-    writer = _writer(Broken(), spool, clock, outcomes)
+    writer = _writer(RaisesOnce(), spool, clock, outcomes)
     writer.submit(_lines(0, 10), "m1")
     writer.step()
     assert outcomes.durable == ["m1"] and spool.stats().lines == 10
     assert "disk on fire" in (writer.stats().last_error or "")
+    assert sink.requests == [] and _points(influxd) == set()
+    clock.advance(1.0)
+    assert writer.step() == 0.0  # the kept lines are written on the next try
+    assert sink.stored == _lines(0, 10) and spool.stats().batches == 0
+    assert _points(influxd) == _keys(_lines(0, 10))
 
 
-def test_writer_thread_fails_loudly_when_the_spool_fails(tmp_path: Path) -> None:
+def test_writer_thread_fails_loudly_when_the_spool_fails(
+    tmp_path: Path, down_sink: Recorded
+) -> None:
     spool = Spool(tmp_path / "spool.db")
-    sink, outcomes = FakeInflux(down=True), Outcomes()
-    writer = _writer(sink, spool, SystemClock(), outcomes, flush_interval_s=0.05)
+    outcomes = Outcomes()
+    writer = _writer(down_sink, spool, SystemClock(), outcomes, flush_interval_s=0.05)
     writer.start()
     spool.close()  # as if the disk went away: spooling raises
     writer.submit(_lines(0, 10), "m1")
     wait_until(lambda: writer.failure is not None, 10, "the writer to fail")
+    assert down_sink.requests == [10]  # refused, so the batch had to be spooled
     assert outcomes.durable == []  # never acknowledged: the broker keeps the message
     assert not writer.alive
     with pytest.raises(RuntimeError, match="failed"):
@@ -313,23 +506,6 @@ def test_writer_thread_fails_loudly_when_the_spool_fails(tmp_path: Path) -> None
 
 
 # -- the writer thread against a real influxd, through the real v1 sink ----------------------
-
-
-class Acknowledged:
-    """The real v1 sink, noting every line influxd acknowledged (in acknowledgement order)."""
-
-    def __init__(self, sink: InfluxV1Sink) -> None:
-        self.sink = sink
-        self.stored: list[str] = []
-
-    def write(self, lines: Sequence[str]) -> WriteResult:
-        result = self.sink.write(lines)
-        if result.outcome is Outcome.OK:
-            self.stored.extend(lines)
-        return result
-
-    def close(self) -> None:
-        self.sink.close()
 
 
 def _messages(first: int, count: int, readings: int = 50) -> dict[str, list[str]]:
@@ -368,7 +544,7 @@ def system_spool(tmp_path: Path) -> Iterator[Spool]:
         yield spool
 
 
-@pytest.mark.integration
+@integration
 def test_writer_influxd_stores_every_line_exactly_once(
     influxd: Influxd, system_spool: Spool
 ) -> None:
@@ -391,7 +567,7 @@ def test_writer_influxd_stores_every_line_exactly_once(
     sink.close()
 
 
-@pytest.mark.integration
+@integration
 def test_writer_influxd_type_conflict_dead_letters_only_that_line(
     influxd: Influxd, system_spool: Spool
 ) -> None:
@@ -411,11 +587,11 @@ def test_writer_influxd_type_conflict_dead_letters_only_that_line(
     sink.close()
 
 
-@pytest.mark.integration
+@integration
 def test_writer_influxd_killed_midstream_spools_then_drains_in_order(
     influxd: Influxd, system_spool: Spool
 ) -> None:
-    sink = Acknowledged(InfluxV1Sink(influxd.url, "sitewatch", timeout_s=5))
+    sink = Recorded(InfluxV1Sink(influxd.url, "sitewatch", timeout_s=5))
     messages = _messages(1, 80)
     tokens = list(messages)
     violations: list[str] = []
@@ -453,7 +629,7 @@ def test_writer_influxd_killed_midstream_spools_then_drains_in_order(
     sink.close()
 
 
-@pytest.mark.integration
+@integration
 def test_writer_influxd_backpressure_blocks_while_influxd_hangs(
     influxd: Influxd, system_spool: Spool
 ) -> None:
@@ -490,7 +666,7 @@ def test_writer_influxd_backpressure_blocks_while_influxd_hangs(
     sink.close()
 
 
-@pytest.mark.integration
+@integration
 def test_writer_influxd_stop_writes_the_partial_batch(
     influxd: Influxd, system_spool: Spool
 ) -> None:
