@@ -87,10 +87,11 @@ def _writer(
     retry_min_s: float = 1.0,
     retry_max_s: float = 16.0,
     max_pending_batches: int = 4,
+    idle_flush_s: float = 100.0,
 ) -> Writer:
     return Writer(
         sink, spool, clock,
-        batch_size=batch_size, flush_interval_s=flush_interval_s,
+        batch_size=batch_size, flush_interval_s=flush_interval_s, idle_flush_s=idle_flush_s,
         retry_min_s=retry_min_s, retry_max_s=retry_max_s,
         on_durable=outcomes.on_durable, on_dead_letter=outcomes.on_dead_letter,
         max_pending_batches=max_pending_batches, rng=random.Random(7),
@@ -148,6 +149,31 @@ def down_sink() -> Iterator[Recorded]:
     sink = _v1(f"http://127.0.0.1:{free_port()}")
     yield sink
     sink.close()
+
+
+@integration
+def test_writer_flushes_early_when_messages_stop_coming(
+    influxd: Influxd, sink: Recorded, clock: FakeClock, spool: Spool
+) -> None:
+    """A broker with a small in-flight window stops sending until it gets acknowledgements;
+    waiting out the flush interval then would cap throughput at one window per interval."""
+    outcomes = Outcomes()
+    writer = _writer(sink, spool, clock, outcomes, idle_flush_s=0.05)
+    writer.submit(_lines(0, 2), "m1")
+    clock.advance(0.04)
+    writer.submit(_lines(2, 2), "m2")  # still coming: the idle timer starts again
+    assert writer.step() == pytest.approx(0.05)
+    clock.advance(0.04)
+    assert writer.step() == pytest.approx(0.01) and sink.requests == []
+    clock.advance(0.01)
+    assert writer.step() == 0.0
+    assert sink.requests == [4] and outcomes.durable == ["m1", "m2"]
+    for n in range(30):  # a steady stream still goes out at the flush interval at the latest
+        writer.submit(_lines(10 + n, 1), f"s{n}")
+        clock.advance(0.04)
+        writer.step()
+    # 30 lines over 1.2 s: cut by the 1 s interval (and the batch size of 10)
+    assert sum(sink.requests[1:]) >= 20 and max(sink.requests[1:]) <= 10
 
 
 @integration

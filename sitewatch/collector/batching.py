@@ -3,18 +3,23 @@ with a bounded queue so a writer that falls behind pushes back on its producer.
 
 ``submit`` (producer) adds a message's lines and its token to the current batch. A batch is
 ready when it holds ``batch_size`` lines; ``take`` (consumer) returns the oldest ready batch,
-or the current one once ``flush_interval_s`` has passed since its first submit. At most
+or the current one once ``flush_interval_s`` has passed since its first submit, or
+``idle_flush_s`` since its last one. The idle flush matters because messages are
+acknowledged only once written: a broker that allows few unacknowledged messages in flight
+(mosquitto's default is 20) stops sending long before a batch is full, and without it every
+batch would wait out the whole flush interval. At most
 ``max_pending`` ready batches wait; beyond that ``submit`` blocks until ``take`` makes room.
 A message's lines are never split between batches, so a token belongs to exactly one batch
 and tokens come out of ``take`` in the order they went into ``submit``.
 
 >>> from sitewatch.clock import FakeClock
 >>> clock = FakeClock()
->>> batcher = Batcher(clock, batch_size=3, flush_interval_s=1.0, max_pending=4)
+>>> batcher = Batcher(clock, batch_size=3, flush_interval_s=1.0, max_pending=4,
+...                   idle_flush_s=0.05)
 >>> batcher.submit(["a v=1.0 1"], "m1")
 >>> batcher.take() is None  # neither full nor old enough
 True
->>> clock.advance(1.0)
+>>> clock.advance(0.05)  # nothing more came: hand it over
 >>> batcher.take().tokens
 ['m1']
 """
@@ -37,18 +42,30 @@ class Batch:
 
     lines: list[str]
     tokens: list[object]
-    due_s: float  # monotonic time it is to be handed over even if not full
+    deadline_s: float  # monotonic time it is handed over even if messages keep coming
+    idle_due_s: float  # ... or when no message came for the idle interval
+
+    @property
+    def due_s(self) -> float:
+        return min(self.deadline_s, self.idle_due_s)
 
 
 class Batcher:
     """Thread-safe; one or more producers, one consumer. See the module docstring."""
 
     def __init__(
-        self, clock: Clock, *, batch_size: int, flush_interval_s: float, max_pending: int
+        self,
+        clock: Clock,
+        *,
+        batch_size: int,
+        flush_interval_s: float,
+        max_pending: int,
+        idle_flush_s: float = 0.05,
     ) -> None:
         self.clock = clock
         self.batch_size = batch_size
         self.flush_interval_s = flush_interval_s
+        self.idle_flush_s = idle_flush_s
         self.max_pending = max_pending
         self.wake = threading.Event()
         """Set when there is something new for the consumer (a batch started or ready)."""
@@ -73,9 +90,12 @@ class Batcher:
                 raise RuntimeError(self._closed)
             batch = self._current
             wake = batch is None  # a new batch: the consumer must start its timer
+            now = self.clock.monotonic()
             if batch is None:
-                batch = Batch([], [], self.clock.monotonic() + self.flush_interval_s)
+                batch = Batch([], [], now + self.flush_interval_s, now + self.idle_flush_s)
                 self._current = batch
+            else:
+                batch.idle_due_s = now + self.idle_flush_s
             batch.lines.extend(lines)
             batch.tokens.append(token)
             self._pending_lines += len(lines)

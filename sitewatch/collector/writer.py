@@ -88,6 +88,7 @@ class Writer:
         on_durable: Callable[[list[object]], None],
         on_dead_letter: Callable[[str, str], None],
         max_pending_batches: int = 4,
+        idle_flush_s: float = 0.05,
         rng: random.Random | None = None,
     ) -> None:
         self.sink = sink
@@ -102,6 +103,7 @@ class Writer:
             batch_size=batch_size,
             flush_interval_s=flush_interval_s,
             max_pending=max_pending_batches,
+            idle_flush_s=idle_flush_s,
         )
         self._rng = rng or random.Random()  # noqa: S311 (jitter, not secrets)
         self._lock = threading.Lock()  # guards the counts below
