@@ -8,10 +8,10 @@ field's path (``sensors[1].pin``, ``influx.token_file``), never with a traceback
 from __future__ import annotations
 
 import os
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -26,6 +26,7 @@ __all__ = [
     "load_yaml",
     "readable",
     "secret_file_issues",
+    "validate",
 ]
 
 
@@ -94,6 +95,32 @@ def issues_from(error: ValidationError, union_tags: Collection[str] = ()) -> lis
             message = "unknown key"
         issues.append(ConfigIssue(path, message))
     return issues
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def validate(
+    model: type[Model],
+    data: Any,
+    source: str | None,
+    error: type[ConfigError],
+    *,
+    union_tags: Collection[str] = (),
+    checks: Callable[[Model], list[ConfigIssue]] = lambda config: [],
+) -> Model:
+    """Validate parsed YAML against ``model``, then run ``checks`` (what a schema cannot
+    say: pin clashes, unreadable secrets); raise ``error`` listing every problem by path."""
+    if not isinstance(data, dict):
+        raise error.single("", "the file must be a YAML mapping of keys", source)
+    try:
+        config = model.model_validate(data)
+    except ValidationError as problem:
+        raise error(issues_from(problem, union_tags), source) from None
+    issues = checks(config)
+    if issues:
+        raise error(issues, source)
+    return config
 
 
 def load_yaml(path: Path | str, error: type[ConfigError] = ConfigError) -> tuple[Any, str]:

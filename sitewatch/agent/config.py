@@ -13,13 +13,13 @@ import hashlib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from sitewatch.agent.errors import ConfigError
 from sitewatch.agent.pins import pin_name
 from sitewatch.agent.sensors import REGISTRY
 from sitewatch.agent.sensors.base import SensorConfig
-from sitewatch.configfile import BrokerConfig, ConfigIssue, Section, issues_from, load_yaml
+from sitewatch.configfile import BrokerConfig, ConfigIssue, Section, load_yaml, validate
 from sitewatch.wire import Identifier
 
 __all__ = [
@@ -165,16 +165,14 @@ def _check_sensors(config: AgentConfig) -> list[ConfigIssue]:
 
 def parse_config(data: Any, source: str | None = None) -> AgentConfig:
     """Validate already-parsed YAML; raise ``ConfigError`` listing every problem."""
-    if not isinstance(data, dict):
-        raise ConfigError.single("", "the file must be a YAML mapping of keys", source)
-    try:
-        config = AgentConfig.model_validate(data)
-    except ValidationError as error:
-        raise ConfigError(issues_from(error, union_tags=REGISTRY), source) from None
-    issues = _check_sensors(config) + config.mqtt.issues()
-    if issues:
-        raise ConfigError(issues, source)
-    return config
+    return validate(
+        AgentConfig,
+        data,
+        source,
+        ConfigError,
+        union_tags=REGISTRY,
+        checks=lambda config: _check_sensors(config) + config.mqtt.issues(),
+    )
 
 
 def load_config(path: Path | str) -> AgentConfig:

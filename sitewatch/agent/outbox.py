@@ -27,6 +27,8 @@ import threading
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from sitewatch.sqlitefile import open_wal
+
 __all__ = ["Outbox", "OutboxRow", "OutboxStats", "read_stats"]
 
 _SCHEMA = """
@@ -108,18 +110,10 @@ class Outbox:
         self.path = path
         self.max_bytes = max_bytes
         self.max_age_ms = int(max_age_s * 1000)
-        path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        # auto_vacuum must be set before the first table exists; it lets freed pages be
-        # returned without a full VACUUM (which would rewrite the whole file on an SD card).
-        self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA journal_size_limit=8388608")
-        # A small page cache (KiB): the outbox is written and read sequentially, and the
-        # agent must stay light on a Pi.
-        self._db.execute("PRAGMA cache_size=-256")
+        # A small page cache: the outbox is written and read sequentially, and the agent must
+        # stay light on a Pi.
+        self._db = open_wal(path, journal_size_limit_bytes=8 << 20, cache_kib=256)
         self._db.executescript(_SCHEMA)
         for name in _COUNTERS:
             self._db.execute("INSERT OR IGNORE INTO counters VALUES (?, 0)", (name,))

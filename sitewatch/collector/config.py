@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
 from sitewatch.configfile import (
     BrokerConfig,
@@ -18,10 +18,10 @@ from sitewatch.configfile import (
     ConfigIssue,
     EnvName,
     Section,
-    issues_from,
     load_yaml,
     read_secret,
     secret_file_issues,
+    validate,
 )
 
 __all__ = [
@@ -176,16 +176,13 @@ class CollectorConfig(Section):
 
 def parse_config(data: Any, source: str | None = None) -> CollectorConfig:
     """Validate already-parsed YAML; raise ``CollectorConfigError`` listing every problem."""
-    if not isinstance(data, dict):
-        raise CollectorConfigError.single("", "the file must be a YAML mapping of keys", source)
-    try:
-        config = CollectorConfig.model_validate(data)
-    except ValidationError as error:
-        raise CollectorConfigError(issues_from(error), source) from None
-    issues = config.mqtt.issues() + config.influx.issues()
-    if issues:
-        raise CollectorConfigError(issues, source)
-    return config
+    return validate(
+        CollectorConfig,
+        data,
+        source,
+        CollectorConfigError,
+        checks=lambda config: config.mqtt.issues() + config.influx.issues(),
+    )
 
 
 def load_config(path: Path | str) -> CollectorConfig:

@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from sitewatch.clock import Clock, SystemClock
+from sitewatch.sqlitefile import open_wal
 
 __all__ = ["SPOOL_FILE", "Spool", "SpoolStats", "SpooledBatch"]
 
@@ -100,15 +101,8 @@ class Spool:
         self.max_bytes = max_bytes
         self.max_age_s = max_age_s
         self.clock: Clock = clock or SystemClock()
-        path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
-        # Set before the first table exists: freed pages go back to the file system after a
-        # drain without a full VACUUM.
-        self._db.execute("PRAGMA auto_vacuum=INCREMENTAL")
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA journal_size_limit=67108864")
+        self._db = open_wal(path, journal_size_limit_bytes=64 << 20)
         self._db.executescript(_SCHEMA)
         row = self._db.execute(
             "SELECT COUNT(*), COALESCE(SUM(lines), 0), COALESCE(SUM(bytes), 0) FROM batches"
