@@ -12,9 +12,10 @@ import os
 from pathlib import Path
 
 from sitewatch.agent.equipment import EquipmentCounters
+from sitewatch.atomicfile import write_atomic
 from sitewatch.clock import Clock
 
-__all__ = ["CounterStore", "write_atomic"]
+__all__ = ["CounterStore"]
 
 log = logging.getLogger(__name__)
 
@@ -95,19 +96,3 @@ class CounterStore:
             log.warning("cannot save equipment counters to %s: %s", self.path, error)
             return
         self._dirty = False
-
-
-def write_atomic(path: Path, payload: bytes) -> None:
-    """Replace ``path`` with ``payload`` so that a power cut leaves the old or the new file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(payload)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    directory = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)

@@ -9,12 +9,13 @@ numbers.
 from __future__ import annotations
 
 import json
-import os
 import threading
 from collections.abc import Callable, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
+
+from sitewatch.atomicfile import write_atomic
 
 __all__ = ["COUNTERS", "MetricsServer", "prometheus_text", "read_snapshot", "write_snapshot"]
 
@@ -32,10 +33,9 @@ COUNTERS: dict[str, str] = {
 
 
 def write_snapshot(path: Path, snapshot: Mapping[str, Any]) -> None:
-    """Replace the status file atomically (a reader never sees half a file)."""
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(snapshot, sort_keys=True))
-    os.replace(temporary, path)
+    """Replace the status file atomically (a reader never sees half a file). Not fsynced:
+    it is rewritten every second and is only a view of the counters."""
+    write_atomic(path, json.dumps(snapshot, sort_keys=True).encode(), durable=False)
 
 
 def read_snapshot(path: Path) -> dict[str, Any]:

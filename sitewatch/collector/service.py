@@ -12,12 +12,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import threading
 from pathlib import Path
 from typing import Any
 
 from sitewatch import sdnotify
+from sitewatch.atomicfile import write_atomic
 from sitewatch.clock import Clock, SystemClock
 from sitewatch.collector.config import CollectorConfig
 from sitewatch.collector.deadletter import DeadLetters
@@ -54,12 +54,7 @@ def _load_json(path: Path) -> dict[str, Any] | None:
 
 
 def _save_json(path: Path, data: object) -> None:
-    temporary = path.with_suffix(".tmp")
-    with temporary.open("w") as handle:
-        json.dump(data, handle)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(temporary, path)
+    write_atomic(path, json.dumps(data).encode())
 
 
 class Collector:
