@@ -11,8 +11,14 @@ import pytest
 import yaml
 from gpiozero.pins.mock import MockFactory
 
-from sitewatch.localrun import Influxd, VictoriaMetrics, have_influxd, victoria_metrics_binary
-from tests.brokers import Mosquitto, have_mosquitto
+from sitewatch.localrun import (
+    Influxd,
+    Mosquitto,
+    VictoriaMetrics,
+    have_influxd,
+    have_mosquitto,
+    victoria_metrics_binary,
+)
 
 
 @pytest.fixture

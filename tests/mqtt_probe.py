@@ -10,7 +10,7 @@ from pathlib import Path
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from tests.brokers import wait_until
+from sitewatch.localrun import wait_until
 
 
 @dataclass(frozen=True)

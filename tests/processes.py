@@ -12,7 +12,7 @@ from typing import Any
 
 import yaml
 
-from tests.brokers import wait_until
+from sitewatch.localrun import wait_until
 
 
 def outbox_path(config: Path) -> Path:

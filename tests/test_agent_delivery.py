@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from sitewatch.agent.outbox import read_stats
+from sitewatch.localrun import Mosquitto, wait_until
 from sitewatch.wire import (
     EventMessage,
     Quality,
@@ -23,7 +24,6 @@ from sitewatch.wire import (
     TelemetryMessage,
     parse_message,
 )
-from tests.brokers import Mosquitto, wait_until
 from tests.mqtt_probe import Probe
 from tests.processes import agent_status as status
 from tests.processes import outbox_path, start_agent

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.brokers import Mosquitto
+from sitewatch.localrun import Mosquitto
 from tests.fakes.sysfs import add_dht11, add_ds18b20
 
 pytestmark = pytest.mark.integration

@@ -30,8 +30,8 @@ import yaml
 
 from sitewatch.agent.mqtt import LinkSettings, MqttLink
 from sitewatch.clock import SystemClock
+from sitewatch.localrun import Mosquitto, free_port, have_mosquitto, wait_until
 from sitewatch.wire import TelemetryMessage, parse_message
-from tests.brokers import Mosquitto, free_port, have_mosquitto, wait_until
 from tests.mqtt_probe import Probe
 
 pytestmark = pytest.mark.integration

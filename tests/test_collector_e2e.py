@@ -16,8 +16,7 @@ from typing import Any
 import pytest
 import yaml
 
-from sitewatch.localrun import Influxd, VictoriaMetrics
-from tests.brokers import Mosquitto, free_port, wait_until
+from sitewatch.localrun import Influxd, Mosquitto, VictoriaMetrics, free_port, wait_until
 from tests.processes import (
     agent_status,
     collector_status,

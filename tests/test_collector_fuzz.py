@@ -23,9 +23,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion
 
-from sitewatch.localrun import Influxd
+from sitewatch.localrun import Influxd, Mosquitto, wait_until
 from sitewatch.wire import WireError, parse_message
-from tests.brokers import Mosquitto, wait_until
 from tests.mqtt_probe import Probe
 from tests.processes import collector_status, start_collector, stop_process
 

@@ -30,9 +30,8 @@ from sitewatch.collector.protocols import Outcome, Sink, WriteResult
 from sitewatch.collector.sinks.influx_v1 import InfluxV1Sink
 from sitewatch.collector.spool import Spool
 from sitewatch.collector.writer import Writer
-from sitewatch.localrun import Influxd
+from sitewatch.localrun import Influxd, free_port, wait_until
 from sitewatch.wire import Quality, Reading, TelemetryMessage
-from tests.brokers import free_port, wait_until
 from tests.lineparse import parse_line
 from tests.test_influx_sinks import ThrottlingProxy
 

@@ -21,7 +21,6 @@ import logging
 import queue
 import secrets
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypedDict
@@ -283,14 +282,12 @@ class Agent:
     def _healthy(self) -> bool:
         return all(s.thread is None or s.thread.is_alive() for s in self.sensors)
 
-    def run(self, stop: threading.Event, on_ready: Callable[[], None] | None = None) -> None:
+    def run(self, stop: threading.Event) -> None:
         """Run until ``stop`` is set, then stop cleanly: flush, say ``offline``, close."""
         telemetry = self.config.telemetry
         self.link.start()
         self._start_sensors()
         sdnotify.ready()
-        if on_ready is not None:
-            on_ready()
         watchdog_s = sdnotify.watchdog_interval_s()
         batch: list[Reading] = []
         now = self.clock.monotonic()
@@ -301,9 +298,9 @@ class Agent:
             while not stop.is_set():
                 now = self.clock.monotonic()
                 wait_s = min(batch_due, health_due, watchdog_due) - now
-                self._drain_queue(batch, max(0.0, min(wait_s, 0.5)))
+                self._drain_queue(batch, max(0.0, min(wait_s, 0.5)))  # flushes full batches
                 now = self.clock.monotonic()
-                if len(batch) >= telemetry.max_readings_per_message or now >= batch_due:
+                if now >= batch_due:
                     self._flush(batch)
                     batch_due = now + telemetry.batch_interval_s
                 if now >= health_due:
