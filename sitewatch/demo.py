@@ -94,7 +94,9 @@ def _collector_config(run_dir: Path, broker: Mosquitto, influx: Influxd) -> Path
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="scripts/demo", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="scripts/demo", description="run the whole sitewatch system locally"
+    )
     parser.add_argument("--run-dir", type=Path, default=Path("run/demo"))
     parser.add_argument(
         "--duration-s", type=float, default=None, help="stop by itself after this many seconds"

@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
+import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -19,12 +22,28 @@ def outbox_path(config: Path) -> Path:
     return Path(yaml.safe_load(config.read_text())["outbox"]["path"])
 
 
-def start_agent(config: Path, log: Path) -> subprocess.Popen[bytes]:
-    """Start ``sitewatch-agent run`` and wait until its outbox exists."""
+UNIT_PYTHON_ENV = {"PYTHONOPTIMIZE": "2"}
+"""The interpreter flags ``systemd/sitewatch-agent.service`` sets (a test keeps them equal)."""
+
+_PYCACHE = Path(tempfile.gettempdir()) / f"sitewatch-tests-pycache-{os.getuid()}"
+
+
+def unit_like_env(base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """``base`` (default: this environment) plus the unit's interpreter flags, with the
+    bytecode cached once for the whole test session as the unit's ``CacheDirectory`` does."""
+    env = {k: v for k, v in (base or os.environ).items() if k != "PYTHONDONTWRITEBYTECODE"}
+    return {**env, **UNIT_PYTHON_ENV, "PYTHONPYCACHEPREFIX": str(_PYCACHE)}
+
+
+def start_agent(
+    config: Path, log: Path, env: Mapping[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    """Start ``sitewatch-agent run`` as the systemd unit runs it (``-OO``) and wait until its
+    outbox exists. ``env`` replaces this process's environment."""
     proc = subprocess.Popen(
         [sys.executable, "-m", "sitewatch.agent.cli", "run", "--config", str(config),
          "--log-level", "DEBUG"],
-        stdout=log.open("ab"), stderr=subprocess.STDOUT,
+        stdout=log.open("ab"), stderr=subprocess.STDOUT, env=unit_like_env(env),
     )
     wait_until(lambda: outbox_path(config).exists() or proc.poll() is not None, 20,
                "the agent's outbox")

@@ -1,4 +1,5 @@
-"""The agent stays light: it never imports numpy or influxdb_client, whatever it runs.
+"""The agent stays light: it never imports numpy or influxdb_client, whatever it runs, and it
+works under ``python -OO`` (no docstrings), which is how its systemd unit runs it.
 
 The check runs the real agent (every driver type, against a real broker) in a fresh
 interpreter with an import hook that records any attempt to import the heavy modules, so it
@@ -16,6 +17,7 @@ import pytest
 
 from sitewatch.localrun import Mosquitto
 from tests.fakes.sysfs import add_dht11, add_ds18b20
+from tests.processes import unit_like_env
 
 pytestmark = pytest.mark.integration
 
@@ -57,8 +59,19 @@ def test_agent_never_imports_numpy_or_influxdb_client(
         ],
     )
     out = subprocess.run(
-        [sys.executable, "-c", PROBE, str(config)], capture_output=True, text=True, timeout=60
+        [sys.executable, "-c", PROBE, str(config)],
+        capture_output=True, text=True, timeout=60, env=unit_like_env(),
     )
     assert out.returncode == 0, out.stderr
     result = json.loads(out.stdout.strip().splitlines()[-1])
     assert result == {"attempts": [], "loaded": []}
+
+
+@pytest.mark.parametrize("command", [["--help"], ["run", "--help"], ["check", "--help"]])
+def test_agent_cli_works_without_docstrings(command: list[str]) -> None:
+    out = subprocess.run(
+        [sys.executable, "-m", "sitewatch.agent.cli", *command],
+        capture_output=True, text=True, timeout=60, env=unit_like_env(),
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("usage: sitewatch-agent")

@@ -32,6 +32,7 @@ from sitewatch.agent.mqtt import LinkSettings, MqttLink
 from sitewatch.clock import SystemClock
 from sitewatch.localrun import Mosquitto, free_port, have_mosquitto, wait_until
 from sitewatch.wire import TelemetryMessage, parse_message
+from tests import processes
 from tests.mqtt_probe import Probe
 
 pytestmark = pytest.mark.integration
@@ -84,16 +85,7 @@ def agent_env(extra: dict[str, str] | None) -> dict[str, str]:
 def start_agent(
     config: Path, log: Path, env: dict[str, str] | None = None
 ) -> subprocess.Popen[bytes]:
-    """``sitewatch-agent run`` at DEBUG; wait until its outbox exists."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "sitewatch.agent.cli", "run", "--config", str(config),
-         "--log-level", "DEBUG"],
-        stdout=log.open("ab"), stderr=subprocess.STDOUT, env=agent_env(env),
-    )
-    wait_until(lambda: outbox_path(config).exists() or proc.poll() is not None, 20,
-               "the agent's outbox")
-    assert proc.poll() is None, log.read_text()
-    return proc
+    return processes.start_agent(config, log, agent_env(env))
 
 
 def status(config: Path, env: dict[str, str] | None = None) -> dict[str, int]:

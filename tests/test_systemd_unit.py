@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.processes import UNIT_PYTHON_ENV
+
 UNIT = Path(__file__).resolve().parent.parent / "systemd" / "sitewatch-agent.service"
 
 
@@ -69,6 +71,17 @@ def test_systemd_unit_identity_and_directories(unit: dict[str, dict[str, list[st
     # lgpio creates its FIFO in the cwd; LG_WD must name the same writable directory.
     assert service["WorkingDirectory"] == ["/run/sitewatch-agent"]
     assert "LG_WD=/run/sitewatch-agent" in service["Environment"]
+
+
+def test_systemd_unit_python_flags_are_the_ones_the_tests_run_the_agent_with(
+    unit: dict[str, dict[str, list[str]]],
+) -> None:
+    service = unit["Service"]
+    environment = dict(value.partition("=")[::2] for value in service["Environment"])
+    assert {key: environment.get(key) for key in UNIT_PYTHON_ENV} == UNIT_PYTHON_ENV
+    # The -OO bytecode goes to a directory the hardened unit can write.
+    assert service["CacheDirectory"] == ["sitewatch-agent"]
+    assert environment["PYTHONPYCACHEPREFIX"].startswith("/var/cache/sitewatch-agent/")
 
 
 def test_systemd_unit_hardening_keeps_gpio_usable(unit: dict[str, dict[str, list[str]]]) -> None:

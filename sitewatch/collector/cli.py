@@ -31,7 +31,7 @@ log = logging.getLogger("sitewatch.collector")
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="sitewatch-collector", description=__doc__.splitlines()[0]
+        prog="sitewatch-collector", description="the central side of sitewatch"
     )
     parser.add_argument("--version", action="version", version=f"sitewatch {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
