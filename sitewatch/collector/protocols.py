@@ -1,5 +1,14 @@
 """The collector's seams, each four methods or fewer.
 
+A ``Detector`` scores one numeric stream, keyed by (device, sensor, field): ``score_one``
+says how anomalous a new value is (0 normal … 1 certainly anomalous) *before* the detector
+learns it, ``learn_one`` then updates its state. Booleans (``running``, ``open``) arrive as
+1.0 / 0.0. Optional abilities are separate small protocols: ``Checkpointable`` (state as
+JSON-compatible data, so a restart neither relearns nor forgets a for-duration in progress),
+``Ticking`` (detectors that fire on the *absence* of data, checked on a timer) and
+``Explaining`` (what the latest score means, for the ``anomaly`` measurement and the alert
+message).
+
 A ``Sink`` stores line-protocol lines in a time-series database and says, for each write,
 exactly what to do next (``WriteResult``): nothing (``ok``), drop the lines it rejected and
 keep the rest (``rejected``), split the batch (``too_large``), or try again later
@@ -11,9 +20,20 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
-__all__ = ["Outcome", "Sink", "WriteResult"]
+__all__ = [
+    "Checkpointable",
+    "Detector",
+    "Explaining",
+    "JsonValue",
+    "Outcome",
+    "Sink",
+    "Ticking",
+    "WriteResult",
+]
+
+JsonValue = float | int | str | bool | None | list["JsonValue"] | dict[str, "JsonValue"]
 
 
 class Outcome(StrEnum):
@@ -54,3 +74,42 @@ class Sink(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+class Detector(Protocol):
+    """Scores one stream; ``ts_s`` is the reading's UTC time in seconds (float)."""
+
+    def score_one(self, ts_s: float, value: float) -> float:
+        """How anomalous ``value`` is, in [0, 1], given what was learned so far."""
+        ...
+
+    def learn_one(self, ts_s: float, value: float) -> None:
+        """Update the state with ``value`` (called after ``score_one`` for the same value)."""
+        ...
+
+
+@runtime_checkable
+class Checkpointable(Protocol):
+    """A detector whose state survives a restart of the collector."""
+
+    def get_state(self) -> dict[str, JsonValue]: ...
+
+    def set_state(self, state: dict[str, JsonValue]) -> None: ...
+
+
+@runtime_checkable
+class Ticking(Protocol):
+    """A detector that also scores the passing of time without data (silence, door open)."""
+
+    def check(self, now_s: float) -> float:
+        """The score at ``now_s`` (UTC seconds), given no reading since the last one."""
+        ...
+
+
+@runtime_checkable
+class Explaining(Protocol):
+    """A detector that can say what its latest score means."""
+
+    def details(self) -> dict[str, float | str]:
+        """Outputs behind the latest score (e.g. ``predicted_breach_s``), and a ``message``."""
+        ...

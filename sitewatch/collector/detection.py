@@ -1,0 +1,368 @@
+"""The live detection path: readings → detectors → policies → decisions and InfluxDB lines.
+
+``Detection.observe(message)`` runs on the ingest thread for every telemetry message. Each
+reading's fields are looked up in the rules (once per sensor, again when its labels change);
+every bound detector scores the value and then learns it, and its policy turns the score
+into a decision. It returns the lines to store with the message itself: ``anomaly`` points
+(per scored field, while any detector scores ``SCORE_FLOOR`` or more, and one more when
+they fall back) and an
+``alerts`` point per decision. ``tick(now_s)`` lets detectors that watch for the absence of
+data (silence, a door left open) score the passing time.
+
+Readings older than the newest one already scored for a stream (a redelivery, or a backlog
+replayed after a live reading) are stored but not scored: learning them out of order would
+corrupt the detectors' time scales, and an alert on hour-old data would come too late.
+
+State (every detector's and policy's) is checkpointed as JSON (``to_json``/``from_json``), so
+a restarted collector neither relearns from scratch nor forgets a for-duration in progress;
+the streams in a checkpoint are rebuilt at start, so a sensor that went silent while the
+collector was down is still noticed. Single-threaded: used from the ingest thread only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
+from typing import Any
+
+from sitewatch.collector.catalog import SensorCatalog
+from sitewatch.collector.decisions import Decision, alerts_line
+from sitewatch.collector.detectors import REGISTRY, build_detector
+from sitewatch.collector.escaping import escape_tag
+from sitewatch.collector.lineproto import dew_point_c
+from sitewatch.collector.policy import AlertPolicy
+from sitewatch.collector.protocols import Detector, JsonValue
+from sitewatch.collector.rules import Binding, DetectionConfig, RuleSet
+from sitewatch.wire import Reading, TelemetryMessage
+
+__all__ = ["Detection"]
+
+log = logging.getLogger(__name__)
+
+_FORMAT_VERSION = 1
+_NO_LABELS: Mapping[str, str] = MappingProxyType({})
+_DERIVED = frozenset({"reading", "dew_point_c", "dew_point_margin_c"})
+
+SCORE_FLOOR = 0.1
+"""Scores below this are normal noise: not written to ``anomaly`` (a point at 0 closes a run
+of higher scores), so quiet streams cost no extra points in InfluxDB."""
+
+
+_ABILITIES: dict[type, tuple[bool, bool, bool]] = {}
+
+
+def _abilities(cls: type) -> tuple[bool, bool, bool]:
+    """Whether a detector class is ``Ticking``, ``Explaining`` and ``Checkpointable``
+    (checked once per class: a runtime protocol check is slow, and there is a watch per
+    stream and detector)."""
+    known = _ABILITIES.get(cls)
+    if known is None:
+        known = _ABILITIES[cls] = (
+            callable(getattr(cls, "check", None)),
+            callable(getattr(cls, "details", None)),
+            callable(getattr(cls, "get_state", None)) and callable(getattr(cls, "set_state", None)),
+        )
+    return known
+
+
+class _Watch:
+    """One detector bound to one stream, with its policy and the alert it has open."""
+
+    __slots__ = (
+        "alert_id", "binding", "checkpointable", "detector", "explaining", "policy", "score",
+        "ticking", "windowed",
+    )  # fmt: skip
+
+    def __init__(self, binding: Binding) -> None:
+        self.binding = binding
+        self.detector: Detector = build_detector(binding.detector, binding.params)
+        self.policy = AlertPolicy(binding.policy)
+        self.windowed = binding.policy.window > 1  # N-of-M needs every score, zeros too
+        self.ticking, self.explaining, self.checkpointable = _abilities(type(self.detector))
+        self.score = 0.0
+        self.alert_id = ""
+
+    def get_state(self) -> dict[str, JsonValue]:
+        detector = self.detector
+        return {
+            "detector": detector.get_state() if self.checkpointable else None,  # type: ignore[attr-defined]
+            "policy": self.policy.get_state(),
+            "alert_id": self.alert_id,
+        }
+
+    def set_state(self, state: Mapping[str, Any]) -> None:
+        detector = self.detector
+        if self.checkpointable and state.get("detector") is not None:
+            detector.set_state(state["detector"])  # type: ignore[attr-defined]
+        self.policy.set_state(state["policy"])
+        self.alert_id = str(state.get("alert_id") or "")
+
+
+class _Stream:
+    """One field of one sensor and the detectors watching it."""
+
+    __slots__ = (
+        "calls", "derived", "field", "last_ts_s", "last_value", "reported", "tags", "watches",
+    )  # fmt: skip
+
+    def __init__(self, field: str, tags: str, watches: list[_Watch]) -> None:
+        self.field = field
+        self.derived = field in _DERIVED
+        self.tags = f"{tags},field={escape_tag(field)}"
+        self.watches = watches
+        self.calls = tuple((w.detector.score_one, w.detector.learn_one, w) for w in watches)
+        self.last_ts_s = float("-inf")
+        self.last_value: float | None = None
+        self.reported = False  # the last anomaly point written for it had a score above 0
+
+
+class _Sensor:
+    __slots__ = ("device", "labels", "name", "site", "streams")
+
+    def __init__(self, site: str, device: str, name: str, labels: Mapping[str, str]) -> None:
+        self.site, self.device, self.name = site, device, name
+        self.labels = labels
+        self.streams: dict[str, _Stream] = {}
+
+
+def _value(reading: Reading, field: str) -> float | None:
+    if field == "reading":
+        return 1.0
+    if field == "dew_point_margin_c" or field == "dew_point_c":
+        t, h = reading.temperature_c, reading.humidity_pct
+        if t is None or h is None:
+            return None
+        try:
+            dew = dew_point_c(t, h)
+        except ValueError:
+            return None
+        return t - dew if field == "dew_point_margin_c" else dew
+    value = getattr(reading, field)
+    if value is None:
+        return None
+    return float(value)
+
+
+class Detection:
+    """Detection for one collector; see the module docstring.
+
+    ``on_decision`` receives every decision (the alert engine's ``DecisionSink.decided``);
+    each is also logged and, with ``write_decisions`` (when no alert engine writes the
+    ``alerts`` measurement itself), stored as an ``alerts`` point.
+    """
+
+    def __init__(
+        self,
+        config: DetectionConfig,
+        catalog: SensorCatalog,
+        *,
+        on_decision: Callable[[Decision], None] | None = None,
+        write_decisions: bool = True,
+    ) -> None:
+        self.config = config
+        self.write_decisions = write_decisions
+        self.catalog = catalog
+        self.rules = RuleSet(config)
+        self.on_decision = on_decision
+        self._sensors: dict[tuple[str, str, str], _Sensor] = {}
+        self._ticking: dict[tuple[str, str, str], list[tuple[_Sensor, _Stream, _Watch]]] = {}
+        self._saved: dict[str, Any] = {}
+        self.scored_values = 0
+        self.late_values = 0
+        self.decisions = 0
+
+    # -- streams -----------------------------------------------------------------------
+    def _sensor(self, site: str, device: str, name: str) -> _Sensor:
+        key = (site, device, name)
+        sensor = self._sensors.get(key)
+        entry = self.catalog.get(site, device, name)
+        labels = entry.labels if entry is not None else _NO_LABELS
+        if sensor is not None and sensor.labels is labels:
+            return sensor
+        rebuilt = _Sensor(site, device, name, labels)
+        tags = self.catalog.tags(site, device, name)
+        previous = sensor.streams if sensor is not None else {}
+        for field, bindings in self.rules.bindings(site, device, name, labels).items():
+            old = previous.get(field)
+            kept = {w.binding.key: w for w in old.watches} if old is not None else {}
+            watches = []
+            for binding in bindings:
+                watch = kept.get(binding.key)
+                if watch is None or watch.binding != binding:
+                    watch = _Watch(binding)
+                    saved = self._saved.pop(f"{site}/{device}/{name}/{field}/{binding.key}", None)
+                    if saved is not None:
+                        watch = self._restored(watch, saved)
+                watches.append(watch)
+            stream = _Stream(field, tags, watches)
+            if old is not None:
+                stream.last_ts_s, stream.last_value = old.last_ts_s, old.last_value
+            else:
+                last = self._saved.pop(f"{site}/{device}/{name}/{field}", None)
+                if isinstance(last, (int, float)):
+                    stream.last_ts_s = float(last)
+            rebuilt.streams[field] = stream
+        self._sensors[key] = rebuilt
+        ticking = [
+            (rebuilt, stream, watch)
+            for stream in rebuilt.streams.values()
+            for watch in stream.watches
+            if watch.ticking
+        ]
+        if ticking:
+            self._ticking[key] = ticking
+        else:
+            self._ticking.pop(key, None)
+        return rebuilt
+
+    @staticmethod
+    def _restored(watch: _Watch, saved: Any) -> _Watch:
+        try:
+            watch.set_state(saved)
+        except (KeyError, TypeError, ValueError) as error:
+            log.warning("detector state for %s not restored (%r); it starts afresh",
+                        watch.binding.key, error)
+            return _Watch(watch.binding)
+        return watch
+
+    # -- scoring -----------------------------------------------------------------------
+    def observe(self, message: TelemetryMessage) -> list[str]:
+        """Score every reading of ``message``; the lines to store with it."""
+        # The hot path of the collector: locals, bound methods, no helper calls per value.
+        out: list[str] = []
+        site, device = message.site, message.device
+        sensors, catalog_get = self._sensors, self.catalog.get
+        write_scores = self.config.write_scores
+        scored = late = 0
+        for reading in message.readings:
+            name = reading.sensor
+            entry = catalog_get(site, device, name)
+            labels = entry.labels if entry is not None else _NO_LABELS
+            sensor = sensors.get((site, device, name))
+            if sensor is None or sensor.labels is not labels:
+                sensor = self._sensor(site, device, name)
+            ts_s = reading.ts / 1000.0
+            for stream in sensor.streams.values():
+                if stream.derived:
+                    value = _value(reading, stream.field)
+                    if value is None:
+                        continue
+                else:
+                    raw = getattr(reading, stream.field)
+                    if raw is None:
+                        continue
+                    value = float(raw)
+                if ts_s <= stream.last_ts_s:
+                    late += 1
+                    continue
+                stream.last_ts_s = ts_s
+                stream.last_value = value
+                scored += 1
+                top = 0.0
+                for score_one, learn_one, watch in stream.calls:
+                    score = score_one(ts_s, value)
+                    learn_one(ts_s, value)
+                    watch.score = score
+                    if score > top:
+                        top = score
+                    policy = watch.policy
+                    if score or policy.firing or watch.windowed:
+                        verdict = policy.update(ts_s, score)
+                        if verdict is not None:
+                            line = self._decide(sensor, stream, watch, verdict, reading.ts,
+                                                value, score)
+                            if line is not None:
+                                out.append(line)
+                if write_scores and (top >= SCORE_FLOOR or stream.reported):
+                    out.append(self._anomaly_line(stream, top, reading.ts))
+                    stream.reported = top >= SCORE_FLOOR
+        self.scored_values += scored
+        self.late_values += late
+        return out
+
+    def tick(self, now_s: float) -> list[str]:
+        """Let time-watching detectors score ``now_s`` (UTC seconds); lines to store."""
+        out: list[str] = []
+        ts_ms = int(now_s * 1000)
+        for sensor, stream, watch in [w for ws in self._ticking.values() for w in ws]:
+            score = watch.detector.check(now_s)  # type: ignore[attr-defined]
+            watch.score = score
+            if score or watch.policy.firing or watch.windowed:
+                verdict = watch.policy.update(now_s, score)
+                if verdict is not None:
+                    line = self._decide(sensor, stream, watch, verdict, ts_ms,
+                                        stream.last_value, score)
+                    if line is not None:
+                        out.append(line)
+        return out
+
+    def _anomaly_line(self, stream: _Stream, top: float, ts_ms: int) -> str:
+        scores = ",".join(f"{w.binding.detector}={w.score!r}" for w in stream.watches)
+        return f"anomaly,{stream.tags} score={top!r},{scores} {ts_ms}"
+
+    def _decide(
+        self,
+        sensor: _Sensor,
+        stream: _Stream,
+        watch: _Watch,
+        verdict: str,
+        ts_ms: int,
+        value: float | None,
+        score: float,
+    ) -> str | None:
+        binding = watch.binding
+        details = watch.detector.details() if watch.explaining else {}  # type: ignore[attr-defined]
+        message = str(details.get("message") or f"{binding.detector} on {stream.field}: "
+                      f"score {score:.2f}")
+        breach = details.get("predicted_breach_s")
+        if verdict == "fire":
+            key = f"{sensor.site}/{sensor.device}/{sensor.name}/{stream.field}/{binding.key}"
+            watch.alert_id = hashlib.sha1(f"{key}@{ts_ms}".encode(), usedforsecurity=False
+                                          ).hexdigest()[:16]
+        decision = Decision(
+            verdict="fire" if verdict == "fire" else "resolve",
+            site=sensor.site, device=sensor.device, sensor=sensor.name, field=stream.field,
+            rule=binding.rule, detector=binding.detector, severity=binding.severity,
+            audience=binding.audience, ts_ms=ts_ms, value=value, score=score,
+            message=message if verdict == "fire" else f"resolved: {message}",
+            alert_id=watch.alert_id,
+            predicted_breach_s=float(breach) if isinstance(breach, (int, float)) else None,
+        )  # fmt: skip
+        self.decisions += 1
+        if decision.verdict == "fire":
+            log.warning("alert %s %s [%s] %s", decision.severity, decision.dedupe_key,
+                        decision.alert_id, decision.message)
+        else:
+            log.info("resolved %s [%s]", decision.dedupe_key, decision.alert_id)
+        if self.on_decision is not None:
+            self.on_decision(decision)
+        return alerts_line(decision) if self.write_decisions else None
+
+    # -- checkpoints ---------------------------------------------------------------------
+    def to_json(self) -> dict[str, Any]:
+        """Every stream's last scored time and every watch's state, JSON-able."""
+        streams: dict[str, Any] = dict(self._saved)  # not yet rebuilt: keep for later
+        for sensor in self._sensors.values():
+            prefix = f"{sensor.site}/{sensor.device}/{sensor.name}"
+            for field, stream in sensor.streams.items():
+                if stream.last_ts_s != float("-inf"):
+                    streams[f"{prefix}/{field}"] = stream.last_ts_s
+                for watch in stream.watches:
+                    streams[f"{prefix}/{field}/{watch.binding.key}"] = watch.get_state()
+        return {"version": _FORMAT_VERSION, "streams": streams}
+
+    def restore(self, data: Mapping[str, Any]) -> None:
+        """Load a ``to_json`` checkpoint and rebuild the streams it names."""
+        if data.get("version") != _FORMAT_VERSION or not isinstance(data.get("streams"), dict):
+            log.warning("ignoring detection checkpoint of unknown format")
+            return
+        self._saved = dict(data["streams"])
+        sensors = {tuple(key.split("/")[:3]) for key in self._saved if key.count("/") >= 3}
+        for site, device, name in sorted(sensors):
+            self._sensor(site, device, name)
+
+    @property
+    def detector_names(self) -> list[str]:
+        return sorted(REGISTRY)

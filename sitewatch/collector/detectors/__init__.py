@@ -1,0 +1,70 @@
+"""Streaming detectors, registered by name; a rule's ``detectors:`` map picks them.
+
+Each detector lives in its own module with its parameters class beside it (a frozen pydantic
+model: units in field names, defaults that suit most streams) and registers itself with
+``@register``. A detector object scores one stream, keyed by (device, sensor, field), and
+keeps O(1) state; see ``sitewatch.collector.protocols`` for the protocols it implements.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ConfigDict
+
+from sitewatch.collector.protocols import Detector
+
+__all__ = ["REGISTRY", "DetectorParams", "DetectorType", "build_detector", "register"]
+
+
+class DetectorParams(BaseModel):
+    """Base of every detector's parameters: strict about unknown keys, immutable."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class DetectorType:
+    """A registered detector: its name, its parameters class and its class."""
+
+    name: str
+    params: type[DetectorParams]
+    build: Callable[[Any], Detector]
+
+
+REGISTRY: dict[str, DetectorType] = {}
+
+_D = TypeVar("_D")
+
+
+def register(name: str, params: type[DetectorParams]) -> Callable[[_D], _D]:
+    """Register a detector class (constructed as ``cls(params)``) under ``name``."""
+
+    def decorate(cls: _D) -> _D:
+        if name in REGISTRY:
+            raise ValueError(f"detector {name!r} registered twice")
+        REGISTRY[name] = DetectorType(name, params, cls)  # type: ignore[arg-type]
+        return cls
+
+    return decorate
+
+
+def build_detector(name: str, params: DetectorParams | None = None) -> Detector:
+    """A fresh detector ``name`` with ``params`` (default: the detector's defaults)."""
+    kind = REGISTRY[name]
+    return kind.build(params if params is not None else kind.params())
+
+
+def _load_all() -> None:
+    """Import every detector module so that each registers itself."""
+    import importlib
+    import pkgutil
+
+    for module in pkgutil.iter_modules(__path__):
+        if not module.name.startswith("_"):
+            importlib.import_module(f"{__name__}.{module.name}")
+
+
+_load_all()
