@@ -17,6 +17,13 @@ fi
 if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
     missing+=(python3-venv)
 fi
+# The tests also talk to a real Alertmanager and drive the web page in a real headless
+# Chromium; scripts/test asks for them.
+if [ "${SITEWATCH_TEST_TOOLS:-0}" = 1 ]; then
+    command -v prometheus-alertmanager >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
+    command -v chromium >/dev/null 2>&1 || missing+=(chromium)
+    command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)
+fi
 
 if [ ${#missing[@]} -gt 0 ]; then
     if [ "$(id -u)" -eq 0 ]; then

@@ -12,9 +12,11 @@ import yaml
 from gpiozero.pins.mock import MockFactory
 
 from sitewatch.localrun import (
+    Alertmanager,
     Influxd,
     Mosquitto,
     VictoriaMetrics,
+    have_alertmanager,
     have_influxd,
     have_mosquitto,
     victoria_metrics_binary,
@@ -129,6 +131,20 @@ def victoria(tmp_path: Path) -> Iterator[VictoriaMetrics]:
             pytest.fail(reason + "; CI must test it")
         pytest.skip(reason)
     server = VictoriaMetrics(tmp_path / "victoria", binary)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+@pytest.fixture
+def alertmanager(tmp_path: Path) -> Iterator[Alertmanager]:
+    """A running Prometheus Alertmanager (API v2, clustering off) on a free loopback port,
+    with a route to a receiver that sends nothing; killed after the test."""
+    if not have_alertmanager():
+        pytest.fail("prometheus-alertmanager is not installed (apt-get install it)")
+    server = Alertmanager(tmp_path / "alertmanager")
     server.start()
     try:
         yield server

@@ -26,7 +26,7 @@ import importlib.abc, json, sys, threading
 attempts = []
 class Recorder(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
-        if name.split(".")[0] in ("numpy", "influxdb_client"):
+        if name.split(".")[0] in ("numpy", "influxdb_client", "apprise"):
             attempts.append(name)
         return None
 sys.meta_path.insert(0, Recorder())
@@ -38,7 +38,7 @@ threading.Timer(3.0, stop.set).start()
 agent.run(stop)
 print(json.dumps({"attempts": attempts,
                   "loaded": sorted(m for m in sys.modules
-                                   if m.split(".")[0] in ("numpy", "influxdb_client"))}))
+                                   if m.split(".")[0] in ("numpy", "influxdb_client", "apprise"))}))
 """
 
 

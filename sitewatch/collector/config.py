@@ -12,6 +12,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
+from sitewatch.collector.alerting.config import AlertingConfig
+from sitewatch.collector.rules import DetectionConfig
 from sitewatch.configfile import (
     BrokerConfig,
     ConfigError,
@@ -162,6 +164,9 @@ class CollectorConfig(Section):
     it for ``stale_after_s`` (default 300 s) while its status says online. Delivery counters
     go to InfluxDB every ``delivery_interval_s`` (default 10 s). Timestamps more than
     ``max_future_s`` (default 300 s) ahead of the collector's clock are rejected.
+    ``detection`` holds the rules (``sitewatch.collector.rules``); ``alerting`` (optional:
+    without it decisions are only logged and stored) the teams, routes and notification
+    channels (``sitewatch.collector.alerting.config``).
     """
 
     mqtt: CollectorMqttConfig
@@ -172,6 +177,8 @@ class CollectorConfig(Section):
     stale_after_s: Annotated[float, Field(gt=0)] = 300.0
     delivery_interval_s: Annotated[float, Field(gt=0, le=3600)] = 10.0
     max_future_s: Annotated[float, Field(gt=0)] = 300.0
+    detection: DetectionConfig = Field(default_factory=DetectionConfig)
+    alerting: AlertingConfig | None = None
 
 
 def parse_config(data: Any, source: str | None = None) -> CollectorConfig:
@@ -181,7 +188,12 @@ def parse_config(data: Any, source: str | None = None) -> CollectorConfig:
         data,
         source,
         CollectorConfigError,
-        checks=lambda config: config.mqtt.issues() + config.influx.issues(),
+        checks=lambda config: (
+            config.mqtt.issues()
+            + config.influx.issues()
+            + config.detection.issues()
+            + (config.alerting.issues() if config.alerting is not None else [])
+        ),
     )
 
 

@@ -9,7 +9,8 @@ Runs on the MQTT thread (``handle`` is the session's ``on_message``). For each m
 2. Status messages update device state and the sensor catalog (labels → tags).
 3. Data messages are classified by ``(device, boot_id, seq)`` (gaps, duplicates, late) and
    become lines for the writer; duplicates are written again (idempotently) rather than
-   trusted to be stored already.
+   trusted to be stored already. Telemetry also goes through detection, whose ``anomaly``
+   and ``alerts`` points join the message's lines.
 4. The writer reports, from its own thread, which messages are now in InfluxDB or in the
    spool (``mark_durable``); ``release_acks`` (on the MQTT thread) then acknowledges them in
    the order they were received, as MQTT requires for QoS1.
@@ -24,6 +25,7 @@ from dataclasses import dataclass
 
 from sitewatch.clock import Clock
 from sitewatch.collector.deadletter import DeadLetters
+from sitewatch.collector.detection import Detection
 from sitewatch.collector.devices import DeviceStates
 from sitewatch.collector.lineproto import SensorCatalog, event_lines, telemetry_lines
 from sitewatch.collector.mqtt import Received
@@ -67,6 +69,7 @@ class Ingest:
         devices: DeviceStates,
         dead_letters: DeadLetters,
         max_future_ms: int,
+        detection: Detection | None = None,
     ) -> None:
         self.submit = submit
         self.clock = clock
@@ -75,7 +78,9 @@ class Ingest:
         self.devices = devices
         self.dead_letters = dead_letters
         self.max_future_ms = max_future_ms
+        self.detection = detection
         self.received_messages = 0
+        self.received_readings = 0
         self.invalid_messages = 0
         self.durable_readings: dict[tuple[str, str], int] = {}
         self._pending: deque[Pending] = deque()
@@ -106,6 +111,7 @@ class Ingest:
         counters = self.tracker.counters(message.site, message.device)
         readings = len(message.readings) if isinstance(message, TelemetryMessage) else 0
         counters.received += readings
+        self.received_readings += readings
         if message.historical:
             counters.historical += 1
         # A duplicate is counted but written again all the same: the tracker's checkpoint may
@@ -121,7 +127,12 @@ class Ingest:
 
     def _lines(self, message: TelemetryMessage | EventMessage) -> list[str]:
         if isinstance(message, TelemetryMessage):
-            return telemetry_lines(message, self.catalog)
+            lines = telemetry_lines(message, self.catalog)
+            if self.detection is not None:
+                # Scores and decisions ride with the readings: stored, spooled and
+                # acknowledged together.
+                lines += self.detection.observe(message)
+            return lines
         return event_lines(message, self.catalog)
 
     def release_acks(self, ack: Callable[[Received], None]) -> int:

@@ -19,8 +19,10 @@ from typing import Any
 from sitewatch import sdnotify
 from sitewatch.atomicfile import write_atomic
 from sitewatch.clock import Clock, SystemClock
+from sitewatch.collector.alerting.runtime import AlertRuntime
 from sitewatch.collector.config import CollectorConfig
 from sitewatch.collector.deadletter import DeadLetters
+from sitewatch.collector.detection import Detection
 from sitewatch.collector.devices import DeviceStates
 from sitewatch.collector.ingest import Ingest
 from sitewatch.collector.lineproto import SensorCatalog, collector_delivery_line, delivery_line
@@ -39,6 +41,7 @@ log = logging.getLogger(__name__)
 STATUS_FILE = "status.json"
 _TRACKER_FILE = "tracking.json"
 _CATALOG_FILE = "catalog.json"
+_DETECTION_FILE = "detection.json"
 _SNAPSHOT_INTERVAL_S = 1.0
 
 
@@ -79,6 +82,30 @@ class Collector:
             max_bytes=config.spool.max_bytes,
             max_age_s=config.spool.max_age_s,
         )
+        self.alerts: AlertRuntime | None = None
+        if config.alerting is not None and config.alerting.enabled:
+            self.alerts = AlertRuntime(
+                config.alerting,
+                self.state_dir,
+                catalog=self.catalog,
+                clock=self.clock,
+                publish=lambda *args, **kwargs: self.session.publish(*args, **kwargs),
+                write_lines=lambda lines: self.writer.submit(lines, None),
+                collector_name=config.mqtt.client_id,
+                influx=config.influx,
+                devices=lambda: self.devices.snapshot(int(self.clock.time() * 1000)),
+            )
+        self.detection: Detection | None = None
+        if config.detection.enabled:
+            self.detection = Detection(
+                config.detection,
+                self.catalog,
+                on_decision=self.alerts.decided if self.alerts is not None else None,
+                write_decisions=self.alerts is None,
+            )
+            detection_state = _load_json(self.state_dir / _DETECTION_FILE)
+            if detection_state:
+                self.detection.restore(detection_state)
         self.ingest = Ingest(
             self._submit,
             clock=self.clock,
@@ -87,6 +114,7 @@ class Collector:
             devices=self.devices,
             dead_letters=self.dead_letters,
             max_future_ms=int(config.max_future_s * 1000),
+            detection=self.detection,
         )
         influx = config.influx
         self.writer = Writer(
@@ -119,6 +147,8 @@ class Collector:
             self.metrics = MetricsServer(config.metrics.host, config.metrics.port, self.snapshot)
         self._snapshot_due = 0.0
         self._delivery_due = 0.0
+        self._detection_tick_due = 0.0
+        self._detection_checkpoint_due = 0.0
         self._watchdog_s = sdnotify.watchdog_interval_s()
         self._watchdog_due = 0.0
 
@@ -155,6 +185,12 @@ class Collector:
             "influx_error": writer.last_error,
             "broker_connected": self.session.connected,
             "devices": devices,
+            "detection": None if self.detection is None else {
+                "scored_values": self.detection.scored_values,
+                "late_values": self.detection.late_values,
+                "decisions": self.detection.decisions,
+            },
+            "alerts": None if self.alerts is None else self.alerts.stats(),
             "updated_ms": now_ms,
         }
 
@@ -180,6 +216,31 @@ class Collector:
         _save_json(self.state_dir / _TRACKER_FILE, self.tracker.to_json())
         _save_json(self.state_dir / _CATALOG_FILE, self.catalog.to_json())
 
+    def _checkpoint_detection(self) -> None:
+        if self.detection is not None:
+            _save_json(self.state_dir / _DETECTION_FILE, self.detection.to_json())
+
+    def _tick_detection(self, now: float) -> None:
+        if now < self._detection_tick_due:
+            return
+        self._detection_tick_due = now + _SNAPSHOT_INTERVAL_S
+        if self.detection is not None:
+            lines = self.detection.tick(self.clock.time())
+            if lines:
+                self.writer.submit(lines, None)
+        if self.alerts is not None:
+            self.alerts.tick(
+                readings_seen=self.ingest.received_readings,
+                values_scored=self.detection.scored_values if self.detection else 0,
+                broker_generation=self.session.generation,
+                broker_connected=self.session.connected,
+            )
+        if self.detection is None:
+            return
+        if now >= self._detection_checkpoint_due:
+            self._detection_checkpoint_due = now + self.config.detection.checkpoint_interval_s
+            self._checkpoint_detection()
+
     # -- running -------------------------------------------------------------------------
     def _tick(self) -> None:
         self.ingest.release_acks(self.session.ack)
@@ -193,6 +254,7 @@ class Collector:
             self._delivery_due = now + self.config.delivery_interval_s
             self._write_delivery_counters()
             self._checkpoint()
+        self._tick_detection(now)
         if self._watchdog_s is not None and now >= self._watchdog_due:
             self._watchdog_due = now + self._watchdog_s
             if self.writer.alive:
@@ -201,6 +263,8 @@ class Collector:
     def run(self, stop: threading.Event) -> None:
         """Serve until ``stop`` is set, then flush the writer and checkpoint."""
         self.writer.start()
+        if self.alerts is not None:
+            self.alerts.start()
         if self.metrics is not None:
             self.metrics.start()
         sdnotify.ready()
@@ -220,6 +284,9 @@ class Collector:
             # Longer than one write can take, so a hung InfluxDB request does not cut it short.
             self.writer.stop(timeout_s=self.config.influx.timeout_s + 10.0)
             self._checkpoint()
+            self._checkpoint_detection()
+            if self.alerts is not None:
+                self.alerts.stop()
             write_snapshot(self.state_dir / STATUS_FILE, self.snapshot())
             if self.metrics is not None:
                 self.metrics.stop()

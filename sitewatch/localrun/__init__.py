@@ -4,12 +4,14 @@
   dead, ``stop`` with SIGTERM, ``kill`` with SIGKILL, start again on the same port with the
   same state, ``log_tail``, ``with``), and ``free_port``/``wait_until``.
 - ``mosquitto``: ``Mosquitto``, the MQTT broker with the project's ``broker/mosquitto.conf``.
+- ``alertmanager``: ``Alertmanager``, Prometheus Alertmanager (API v2) with clustering off.
 - ``influxd``: ``Influxd``, InfluxDB 1.6 (Debian ``influxdb``) with InfluxQL read-back helpers.
 - ``victoria``: ``VictoriaMetrics``, a server that speaks InfluxDB's v2 write API.
 """
 
 from __future__ import annotations
 
+from sitewatch.localrun.alertmanager import Alertmanager, have_alertmanager
 from sitewatch.localrun.influxd import Influxd, InfluxQLError, have_influxd
 from sitewatch.localrun.mosquitto import BROKER_CONF, Mosquitto, have_mosquitto
 from sitewatch.localrun.process import PROJECT_ROOT, ServerProcess, free_port, wait_until
@@ -23,12 +25,14 @@ __all__ = [
     "BROKER_CONF",
     "PROJECT_ROOT",
     "VICTORIA_METRICS_CACHE",
+    "Alertmanager",
     "InfluxQLError",
     "Influxd",
     "Mosquitto",
     "ServerProcess",
     "VictoriaMetrics",
     "free_port",
+    "have_alertmanager",
     "have_influxd",
     "have_mosquitto",
     "victoria_metrics_binary",
