@@ -1,6 +1,7 @@
 """The local demo behind ``./scripts/demo``: a broker, InfluxDB, simulated agents on two
-sites with fault scenarios, the collector storing everything in InfluxDB, and a validating
-live view of everything the agents publish.
+sites with fault scenarios, the collector storing everything in InfluxDB, detecting and
+alerting (the alert page on a local port, with a demo login), and a validating live view of
+everything the agents publish and every alert.
 
 Everything runs as plain processes under a run directory (default ``run/demo``, wiped at
 each start so a second run starts clean) on free loopback ports. Ctrl-C, or the end of
@@ -15,21 +16,25 @@ run normally.
 from __future__ import annotations
 
 import argparse
+import json
+import secrets
 import shutil
 import signal
 import subprocess
 import sys
 import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 import yaml
 
+from sitewatch.collector.alerting.webauth import set_password
 from sitewatch.collector.mqtt import BrokerSession, SessionOptions
 from sitewatch.collector.tail import print_message
 from sitewatch.configfile import BrokerConfig
-from sitewatch.localrun import Influxd, Mosquitto
+from sitewatch.localrun import Influxd, Mosquitto, free_port
 from sitewatch.wire import subscription
 
 __all__ = ["DEVICES", "main"]
@@ -38,7 +43,8 @@ DEVICES: dict[tuple[str, str], list[dict[str, Any]]] = {
     ("plant-a", "pi-kitchen"): [
         {"id": "cold-room", "driver": "simulated", "model": "cold_room", "seed": 11,
          "interval_s": 5, "labels": {"zone": "kitchen", "equipment": "walk-in-1"},
-         "faults": [{"kind": "cooling_failure", "start_s": 60}]},
+         # A fast failure (20 °C/h), so the forecast and the alert come within minutes.
+         "faults": [{"kind": "cooling_failure", "start_s": 60, "rate_c_per_h": 20}]},
         {"id": "compressor", "driver": "simulated", "model": "compressor", "seed": 12,
          "interval_s": 10, "labels": {"zone": "kitchen", "equipment": "walk-in-1"},
          "faults": [{"kind": "short_cycling", "start_s": 30}]},
@@ -81,16 +87,108 @@ def _agent_config(run_dir: Path, site: str, device: str, port: int, sensors: lis
 _EXAMPLE_QUERY = "q=SELECT last(temperature_c) FROM environment GROUP BY device, sensor"
 
 
-def _collector_config(run_dir: Path, broker: Mosquitto, influx: Influxd) -> Path:
+DETECTION: dict[str, Any] = {
+    "rules": [
+        {"name": "walk-in-cold-room", "match": {"sensor": "cold-room"}, "profile": "cold_room"},
+        {"name": "walk-in-compressor", "match": {"sensor": "compressor"},
+         "profile": "hvac_compressor"},
+        {"name": "walk-in-door", "match": {"sensor": "walk-in-door"}, "profile": "door",
+         "detectors": {"door_open": {"max_open_s": 120}}},
+        {"name": "server-room", "match": {"labels": {"zone": "it"}}, "profile": "server_room"},
+        {"name": "freezer", "match": {"sensor": "freezer"}, "profile": "freezer"},
+    ],
+}
+"""Rules for the demo fleet: a profile per kind of equipment."""
+
+
+def _alerting(web_port: int, users_file: Path, inbox_port: int) -> dict[str, Any]:
+    # Every member's messages go to the demo's own webhook inbox (apprise json://), which
+    # prints them; put mailto://, ntfys://, slack://... URLs in run/demo/collector.yaml to get
+    # them where people are.
+    def member(name: str) -> dict[str, Any]:
+        return {"name": name, "apprise": [f"json://127.0.0.1:{inbox_port}/{name}"]}
+
+    return {
+        "public_url": f"http://127.0.0.1:{web_port}",
+        "teams": [
+            {"name": "kitchen", "members": [member("kitchen-technician")]},
+            {"name": "it", "members": [member("it-on-call")]},
+            {"name": "installers", "members": [member("installer")]},
+        ],
+        "routes": [
+            {"match": {"audience": "installer"}, "levels": ["installers"]},
+            {"match": {"site": "plant-a"}, "levels": ["kitchen", ["kitchen", "installers"]],
+             "escalate_after_s": 300},
+            {"match": {}, "levels": ["it"]},
+        ],
+        "web": {"enabled": True, "port": web_port, "users_file": str(users_file)},
+    }
+
+
+def _collector_config(
+    run_dir: Path, broker: Mosquitto, influx: Influxd, web_port: int, users_file: Path,
+    inbox_port: int,
+) -> Path:
     config = {
         "mqtt": {"host": "127.0.0.1", "port": broker.port, "client_id": "demo-collector"},
         "influx": {"api": "v1", "url": influx.url, "database": "sitewatch"},
         "state_dir": str(run_dir / "collector"),
         "metrics": {"port": 0},
+        "detection": DETECTION,
+        "alerting": _alerting(web_port, users_file, inbox_port),
     }
     path = run_dir / "collector.yaml"
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     return path
+
+
+def _show(topic: str, payload: bytes) -> None:
+    """The live view: alerts as one line each, everything else validated by ``tail``."""
+    if "/alerts/" not in topic:
+        print_message(topic, payload)
+        return
+    if not payload:
+        print(f"ALERT cleared  {topic.split('/alerts/', 1)[1]}", flush=True)
+        return
+    try:
+        alert = json.loads(payload)
+        print(f"ALERT {alert.get('state', '?'):<12} {alert.get('severity', '?'):<8} "
+              f"{alert.get('site')}/{alert.get('device')}/{alert.get('sensor')} "
+              f"[{alert.get('rule')}] {alert.get('message', '')}", flush=True)
+    except (ValueError, AttributeError):
+        print(f"ALERT {topic}: {payload[:200]!r}", flush=True)
+
+
+def _watch(
+    collector: subprocess.Popen[bytes], run_dir: Path, stopped: threading.Event, stop: Any
+) -> None:
+    """Stop the demo, with the collector's last words, if the collector exits by itself."""
+    status = collector.wait()
+    if stopped.is_set():
+        return
+    log = (run_dir / "logs" / "collector.log").read_text(errors="replace").splitlines()
+    print(f"\nthe collector stopped (exit status {status}); its log ends:", flush=True)
+    for line in log[-10:]:
+        print(f"  {line}", flush=True)
+    stop()
+
+
+class _Inbox(BaseHTTPRequestHandler):
+    """The demo's stand-in for people's phones: prints each message apprise posts to it."""
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        try:
+            message = json.loads(body)
+            title = str(message.get("title", "")).splitlines()[0] if message.get("title") else ""
+        except (ValueError, AttributeError):
+            title = body[:120].decode("utf-8", "replace")
+        print(f"MESSAGE to {self.path.strip('/')}: {title}", flush=True)
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Quiet: the message line above is the log."""
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -119,8 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     collector: subprocess.Popen[bytes] | None = None
     live_view = BrokerSession(
         BrokerConfig(host=broker.host, port=broker.port),
-        SessionOptions(topics=(subscription(),), persistent=False, manual_ack=False),
-        lambda message: print_message(message.topic, message.payload),
+        SessionOptions(topics=(subscription(), "sitewatch/v1/+/alerts/#"), persistent=False,
+                       manual_ack=False),
+        lambda message: _show(message.topic, message.payload),
     )
 
     def stop(signum: int | None = None, frame: FrameType | None = None) -> None:
@@ -134,15 +233,24 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  influxdb  {influx.url}, database sitewatch; try:\n"
               f"            curl -G {influx.url}/query --data-urlencode db=sitewatch"
               f" --data-urlencode {_EXAMPLE_QUERY!r}")
-        collector_config = _collector_config(run_dir, broker, influx)
+        inbox = ThreadingHTTPServer(("127.0.0.1", 0), _Inbox)
+        threading.Thread(target=inbox.serve_forever, daemon=True).start()
+        web_port = free_port()
+        users_file = run_dir / "web-users"
+        password = secrets.token_urlsafe(9)
+        set_password(users_file, "demo", password)
+        collector_config = _collector_config(run_dir, broker, influx, web_port, users_file,
+                                             inbox.server_address[1])
         collector_log = (run_dir / "logs" / "collector.log").open("ab")
         collector = subprocess.Popen(
             [sys.executable, "-m", "sitewatch.collector.cli", "run", "--config",
              str(collector_config)],
             stdout=collector_log, stderr=subprocess.STDOUT,
         )
-        print(f"  collector MQTT → InfluxDB (status: .venv/bin/sitewatch-collector status"
-              f" --config {collector_config})")
+        print(f"  collector MQTT → InfluxDB, detection and alerts (status: "
+              f".venv/bin/sitewatch-collector status --config {collector_config})")
+        print(f"  alerts    http://127.0.0.1:{web_port}/  log in as demo / {password}\n"
+              f"            .venv/bin/sitewatch-collector alerts list --config {collector_config}")
         for (site, device), sensors in DEVICES.items():
             config = _agent_config(run_dir, site, device, broker.port, sensors)
             log = (run_dir / "logs" / f"{device}.log").open("ab")
@@ -155,6 +263,9 @@ def main(argv: list[str] | None = None) -> int:
             names = ", ".join(s["id"] for s in sensors)
             print(f"  agent     {site}/{device}: {names} (config {config})")
         print("  live view below; Ctrl-C stops everything\n", flush=True)
+        threading.Thread(
+            target=_watch, args=(collector, run_dir, stopped, stop), daemon=True
+        ).start()
         if args.duration_s is not None:
             timer = threading.Timer(args.duration_s, stop)
             timer.daemon = True
