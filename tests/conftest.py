@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
+from aiosmtpd.controller import Controller
 from gpiozero.pins.mock import MockFactory
 
 from sitewatch.localrun import (
@@ -16,11 +17,13 @@ from sitewatch.localrun import (
     Influxd,
     Mosquitto,
     VictoriaMetrics,
+    free_port,
     have_alertmanager,
     have_influxd,
     have_mosquitto,
     victoria_metrics_binary,
 )
+from tests.smtp_inbox import Inbox
 
 
 @pytest.fixture
@@ -150,3 +153,16 @@ def alertmanager(tmp_path: Path) -> Iterator[Alertmanager]:
         yield server
     finally:
         server.kill()
+
+
+@pytest.fixture
+def smtp() -> Iterator[tuple[Inbox, int]]:
+    """A running SMTP server on 127.0.0.1 and its port."""
+    inbox = Inbox()
+    port = free_port()
+    controller = Controller(inbox, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        yield inbox, port
+    finally:
+        controller.stop()

@@ -3,6 +3,7 @@ decisions in a real influxd's ``alerts`` measurement (and scores in ``anomaly``)
 
 from __future__ import annotations
 
+import json
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -12,7 +13,9 @@ import pytest
 import yaml
 
 from sitewatch.localrun import Influxd, Mosquitto, free_port, wait_until
+from tests.mqtt_probe import Probe
 from tests.processes import start_agent, start_collector, stop_process
+from tests.smtp_inbox import Inbox
 
 pytestmark = pytest.mark.integration
 
@@ -82,3 +85,47 @@ def test_faults_of_a_simulated_agent_become_decisions_in_influxdb(
     assert stuck["audience"] == "installer"
     assert influxd.query("SELECT count(score) FROM anomaly WHERE sensor = 'cold-room'", DB)
     assert stop_process(agent) == 0
+
+
+def test_a_fault_reaches_the_technician_by_email_and_mqtt_through_the_running_collector(
+    mosquitto: Mosquitto, influxd: Influxd, write_agent_config: Callable[..., Path],
+    procs: list[subprocess.Popen[bytes]], tmp_path: Path,
+    smtp: tuple[Inbox, int],
+) -> None:
+    inbox, smtp_port = smtp
+    mailto = (f"mailto://127.0.0.1:{smtp_port}?from=sitewatch@example.com"
+              "&to=tech@example.com")
+    detection = {"rules": [{"name": "walk-in-door", "match": {"labels": {"zone": "cold-room"}},
+                            "profile": "door", "detectors": {"door_open": {"max_open_s": 2.0}}}]}
+    config = _collector_config(tmp_path, mosquitto, influxd, detection)
+    data = yaml.safe_load(config.read_text())
+    data["alerting"] = {
+        "public_url": "http://sitewatch.local:8080",
+        "teams": [{"name": "kitchen", "members": [{"name": "Tech", "apprise": [mailto]}]}],
+        "routes": [{"match": {}, "levels": ["kitchen"]}],
+    }
+    config.write_text(yaml.safe_dump(data))
+    procs.append(start_collector(config, tmp_path / "collector.log"))
+    sensors = [{"id": "walk-in-door", "driver": "simulated", "model": "door", "interval_s": 0.2,
+                "seed": 5, "labels": {"zone": "cold-room"},
+                "faults": [{"kind": "door_left_open", "start_s": 0}]}]
+    procs.append(start_agent(write_agent_config(mosquitto.port, sensors=sensors),
+                             tmp_path / "agent.log"))
+    wait_until(inbox.messages, 60, "the alert email")
+    ((to, message),) = inbox.messages()
+    assert to == ["tech@example.com"]
+    assert "walk-in-door" in str(message["subject"])
+    body = message.get_body(preferencelist=("plain",))
+    assert body is not None and "http://sitewatch.local:8080/alerts/" in body.get_content()
+    # A subscriber that comes later still gets the alert: it is retained while firing.
+    late = Probe("127.0.0.1", mosquitto.port, "sitewatch/v1/plant-a/alerts/#")
+    try:
+        (received,) = wait_until(late.snapshot, 30, "the retained alert on MQTT")
+    finally:
+        late.close()
+    assert received.retain
+    assert received.topic == "sitewatch/v1/plant-a/alerts/pi-01/walk-in-door/walk-in-door"
+    assert json.loads(received.payload)["state"] == "firing"
+    rows = wait_until(lambda: _alerts(influxd, "rule = 'walk-in-door'"), 30,
+                      "the alert's transition in InfluxDB")
+    assert rows[0]["action"] == "fire" and rows[0]["state"] == "firing"

@@ -4,16 +4,10 @@ loopback port, plain SMTP without TLS), through the channel and the dispatcher."
 from __future__ import annotations
 
 import dataclasses
-import email
-import email.policy
 import logging
-import threading
-from collections.abc import Iterator
 from email.message import EmailMessage
 
 import pytest
-from aiosmtpd.controller import Controller
-from aiosmtpd.smtp import SMTP, Envelope, Session
 
 from sitewatch.clock import FakeClock
 from sitewatch.collector.alerting.channels.apprise_channel import AppriseChannel
@@ -21,46 +15,10 @@ from sitewatch.collector.alerting.message import render
 from sitewatch.collector.alerting.model import Alert, AlertState, Contact, Notification
 from sitewatch.collector.alerting.notify import DeliveryError, Dispatcher
 from sitewatch.localrun import free_port, wait_until
+from tests.smtp_inbox import Inbox
 
 T0_MS = 1_795_464_000_000
 ACK_URL = "http://collector.local:8080/alerts/c0ffee"
-
-
-class Inbox:
-    """An aiosmtpd handler that keeps every message it is given."""
-
-    def __init__(self) -> None:
-        self.envelopes: list[Envelope] = []
-        self._lock = threading.Lock()
-
-    async def handle_DATA(self, server: SMTP, session: Session, envelope: Envelope) -> str:
-        with self._lock:
-            self.envelopes.append(envelope)
-        return "250 OK"
-
-    def messages(self) -> list[tuple[list[str], EmailMessage]]:
-        with self._lock:
-            envelopes = list(self.envelopes)
-        return [
-            (
-                list(e.rcpt_tos),
-                email.message_from_bytes(e.original_content or b"", policy=email.policy.default),
-            )
-            for e in envelopes
-        ]
-
-
-@pytest.fixture
-def smtp() -> Iterator[tuple[Inbox, int]]:
-    """A running SMTP server on 127.0.0.1 and its port."""
-    inbox = Inbox()
-    port = free_port()
-    controller = Controller(inbox, hostname="127.0.0.1", port=port)
-    controller.start()
-    try:
-        yield inbox, port
-    finally:
-        controller.stop()
 
 
 def _mailto(port: int, to: str, userinfo: str = "") -> str:
