@@ -3,7 +3,8 @@
 Parametrised over ``REGISTRY``, so a detector added later is held to them too: scoring before
 any learning works; scores stay in [0, 1]; the same stream gives the same scores; a state
 taken through JSON text continues exactly as the original; the state stops growing once
-warmed up; the parameters build from defaults (or from ``_test_params()`` when a detector
+warmed up; ``update_one``, where a detector has it, is exactly ``score_one`` then
+``learn_one``; the parameters build from defaults (or from ``_test_params()`` when a detector
 has no sensible defaults, such as a threshold's limit) and refuse nonsense.
 """
 
@@ -19,10 +20,11 @@ import pytest
 from pydantic import BaseModel, ValidationError
 
 from sitewatch.collector.detectors import REGISTRY, DetectorType
-from sitewatch.collector.protocols import Checkpointable, Explaining, Ticking
+from sitewatch.collector.protocols import Checkpointable, Explaining, Ticking, Updating
 
 T0_S = 1_795_464_000.0
 NAMES = sorted(REGISTRY)
+UPDATING = [name for name in NAMES if callable(getattr(REGISTRY[name].build, "update_one", None))]
 
 
 def params_for(kind: DetectorType) -> BaseModel:
@@ -155,6 +157,30 @@ def test_contract_checkpoint_round_trip_continues_identically(name: str) -> None
             assert clone.check(ts + 250.0) == original.check(ts + 250.0)
     if isinstance(original, Explaining):
         assert clone.details() == original.details()
+
+
+@pytest.mark.parametrize("name", UPDATING)
+def test_contract_update_one_is_score_one_then_learn_one(name: str) -> None:
+    # The live path calls update_one; the score CLI and NAB call score_one and learn_one.
+    # They must agree on every score and leave the same state, non-finite values included.
+    points = [
+        (ts, (math.nan, math.inf, -math.inf)[index // 499 % 3] if index % 499 == 0 else value)
+        for index, (ts, value) in enumerate(contract_stream(20_000))
+    ]
+    fused, paired = build(name), build(name)
+    assert isinstance(fused, Updating)
+    ticking, explaining = isinstance(fused, Ticking), isinstance(fused, Explaining)
+    for index, (ts, value) in enumerate(points):
+        expected = paired.score_one(ts, value)
+        paired.learn_one(ts, value)
+        assert fused.update_one(ts, value) == expected, (index, ts, value)
+        if ticking:
+            assert fused.check(ts + 250.0) == paired.check(ts + 250.0), (index, ts)
+        if index % 97 == 0:
+            assert json.dumps(fused.get_state()) == json.dumps(paired.get_state()), index
+            if explaining:
+                assert repr(fused.details()) == repr(paired.details()), index
+    assert json.dumps(fused.get_state()) == json.dumps(paired.get_state())
 
 
 @pytest.mark.parametrize("name", NAMES)

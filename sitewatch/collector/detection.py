@@ -25,17 +25,17 @@ import hashlib
 import logging
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
-from typing import Any
+from typing import Any, cast
 
 from sitewatch.collector.catalog import SensorCatalog
 from sitewatch.collector.decisions import Decision, alerts_line
 from sitewatch.collector.detectors import REGISTRY, build_detector
 from sitewatch.collector.escaping import escape_tag
 from sitewatch.collector.lineproto import dew_point_c
-from sitewatch.collector.policy import AlertPolicy
-from sitewatch.collector.protocols import Detector, JsonValue
+from sitewatch.collector.policy import AlertPolicy, Verdict
+from sitewatch.collector.protocols import Detector, JsonValue, Updating
 from sitewatch.collector.rules import Binding, DetectionConfig, RuleSet
-from sitewatch.wire import Reading, TelemetryMessage
+from sitewatch.wire import Quality, Reading, TelemetryMessage
 
 __all__ = ["Detection"]
 
@@ -50,39 +50,66 @@ SCORE_FLOOR = 0.1
 of higher scores), so quiet streams cost no extra points in InfluxDB."""
 
 
-_ABILITIES: dict[type, tuple[bool, bool, bool]] = {}
+_ABILITIES: dict[type, tuple[bool, bool, bool, bool]] = {}
 
 
-def _abilities(cls: type) -> tuple[bool, bool, bool]:
-    """Whether a detector class is ``Ticking``, ``Explaining`` and ``Checkpointable``
-    (checked once per class: a runtime protocol check is slow, and there is a watch per
-    stream and detector)."""
+def _abilities(cls: type) -> tuple[bool, bool, bool, bool]:
+    """Whether a detector class is ``Ticking``, ``Explaining``, ``Checkpointable`` and
+    ``Updating`` (checked once per class: a runtime protocol check is slow, and there is a
+    watch per stream and detector)."""
     known = _ABILITIES.get(cls)
     if known is None:
         known = _ABILITIES[cls] = (
             callable(getattr(cls, "check", None)),
             callable(getattr(cls, "details", None)),
             callable(getattr(cls, "get_state", None)) and callable(getattr(cls, "set_state", None)),
+            callable(getattr(cls, "update_one", None)),
         )
     return known
+
+
+class _ScoreThenLearn:
+    """``update_one`` for a detector that lacks it: ``score_one`` then ``learn_one``."""
+
+    __slots__ = ("detector",)
+
+    def __init__(self, detector: Detector) -> None:
+        self.detector = detector
+
+    def update_one(self, ts_s: float, value: float) -> float:
+        score = self.detector.score_one(ts_s, value)
+        self.detector.learn_one(ts_s, value)
+        return score
 
 
 class _Watch:
     """One detector bound to one stream, with its policy and the alert it has open."""
 
     __slots__ = (
-        "alert_id", "binding", "checkpointable", "detector", "explaining", "policy", "score",
-        "ticking", "windowed",
+        "alert_id", "attentive", "binding", "checkpointable", "detector", "explaining", "policy",
+        "score", "ticking", "updater", "windowed",
     )  # fmt: skip
 
     def __init__(self, binding: Binding) -> None:
         self.binding = binding
-        self.detector: Detector = build_detector(binding.detector, binding.params)
+        detector = self.detector = build_detector(binding.detector, binding.params)
         self.policy = AlertPolicy(binding.policy)
         self.windowed = binding.policy.window > 1  # N-of-M needs every score, zeros too
-        self.ticking, self.explaining, self.checkpointable = _abilities(type(self.detector))
+        # Whether the policy needs zero scores too: it counts N-of-M, or an alert is open
+        # (zeros resolve it). Kept in step with the policy by judge() and set_state().
+        self.attentive = self.windowed
+        self.ticking, self.explaining, self.checkpointable, updating = _abilities(type(detector))
+        # Scores a reading, then learns it: in one call where the detector can (``Updating``).
+        self.updater = cast(Updating, detector) if updating else _ScoreThenLearn(detector)
         self.score = 0.0
         self.alert_id = ""
+
+    def judge(self, ts_s: float, score: float) -> Verdict | None:
+        """Hand ``score`` to the policy (needed when it is above 0 or ``attentive``)."""
+        policy = self.policy
+        verdict = policy.update(ts_s, score)
+        self.attentive = self.windowed or policy.firing
+        return verdict
 
     def get_state(self) -> dict[str, JsonValue]:
         detector = self.detector
@@ -97,6 +124,7 @@ class _Watch:
         if self.checkpointable and state.get("detector") is not None:
             detector.set_state(state["detector"])  # type: ignore[attr-defined]
         self.policy.set_state(state["policy"])
+        self.attentive = self.windowed or self.policy.firing
         self.alert_id = str(state.get("alert_id") or "")
 
 
@@ -104,32 +132,39 @@ class _Stream:
     """One field of one sensor and the detectors watching it."""
 
     __slots__ = (
-        "calls", "derived", "field", "last_ts_s", "last_value", "reported", "tags", "watches",
+        "field", "last_ts_s", "last_value", "reported", "scan", "tags", "watches",
     )  # fmt: skip
 
     def __init__(self, field: str, tags: str, watches: list[_Watch]) -> None:
         self.field = field
-        self.derived = field in _DERIVED
         self.tags = f"{tags},field={escape_tag(field)}"
         self.watches = watches
-        self.calls = tuple((w.detector.score_one, w.detector.learn_one, w) for w in watches)
+        self.scan = tuple(watches)  # for observe: one compact object to walk per value
         self.last_ts_s = float("-inf")
         self.last_value: float | None = None
         self.reported = False  # the last anomaly point written for it had a score above 0
 
 
 class _Sensor:
-    __slots__ = ("device", "labels", "name", "site", "streams")
+    __slots__ = ("device", "fields", "labels", "name", "site", "stream_list", "streams")
 
     def __init__(self, site: str, device: str, name: str, labels: Mapping[str, str]) -> None:
         self.site, self.device, self.name = site, device, name
         self.labels = labels
         self.streams: dict[str, _Stream] = {}
+        # For observe, once the streams are in: their fields, and the streams in that order
+        # (a field a reading lacks is skipped without touching its stream).
+        self.fields: tuple[str, ...] = ()
+        self.stream_list: tuple[_Stream, ...] = ()
+
+
+_MEASURED = frozenset({Quality.OK, Quality.DEGRADED})
 
 
 def _value(reading: Reading, field: str) -> float | None:
     if field == "reading":
-        return 1.0
+        # A reading without a measurement (a dead sensor's bad/fault reports) is no data.
+        return 1.0 if reading.quality in _MEASURED else None
     if field == "dew_point_margin_c" or field == "dew_point_c":
         t, h = reading.temperature_c, reading.humidity_pct
         if t is None or h is None:
@@ -204,6 +239,8 @@ class Detection:
                 if isinstance(last, (int, float)):
                     stream.last_ts_s = float(last)
             rebuilt.streams[field] = stream
+        rebuilt.fields = tuple(rebuilt.streams)
+        rebuilt.stream_list = tuple(rebuilt.streams.values())
         self._sensors[key] = rebuilt
         ticking = [
             (rebuilt, stream, watch)
@@ -244,14 +281,14 @@ class Detection:
             if sensor is None or sensor.labels is not labels:
                 sensor = self._sensor(site, device, name)
             ts_s = reading.ts / 1000.0
-            for stream in sensor.streams.values():
-                if stream.derived:
-                    value = _value(reading, stream.field)
+            for field, stream in zip(sensor.fields, sensor.stream_list, strict=True):
+                if field in _DERIVED:
+                    value = _value(reading, field)
                     if value is None:
                         continue
                 else:
-                    raw = getattr(reading, stream.field)
-                    if raw is None:
+                    raw = getattr(reading, field)
+                    if raw is None:  # a field this reading does not carry
                         continue
                     value = float(raw)
                 if ts_s <= stream.last_ts_s:
@@ -261,15 +298,13 @@ class Detection:
                 stream.last_value = value
                 scored += 1
                 top = 0.0
-                for score_one, learn_one, watch in stream.calls:
-                    score = score_one(ts_s, value)
-                    learn_one(ts_s, value)
+                for watch in stream.scan:
+                    score = watch.updater.update_one(ts_s, value)  # score_one then learn_one
                     watch.score = score
                     if score > top:
                         top = score
-                    policy = watch.policy
-                    if score or policy.firing or watch.windowed:
-                        verdict = policy.update(ts_s, score)
+                    if score or watch.attentive:  # most scores are 0, and most policies idle
+                        verdict = watch.judge(ts_s, score)
                         if verdict is not None:
                             line = self._decide(sensor, stream, watch, verdict, reading.ts,
                                                 value, score)
@@ -289,8 +324,8 @@ class Detection:
         for sensor, stream, watch in [w for ws in self._ticking.values() for w in ws]:
             score = watch.detector.check(now_s)  # type: ignore[attr-defined]
             watch.score = score
-            if score or watch.policy.firing or watch.windowed:
-                verdict = watch.policy.update(now_s, score)
+            if score or watch.attentive:
+                verdict = watch.judge(now_s, score)
                 if verdict is not None:
                     line = self._decide(sensor, stream, watch, verdict, ts_ms,
                                         stream.last_value, score)

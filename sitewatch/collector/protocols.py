@@ -5,9 +5,10 @@ says how anomalous a new value is (0 normal … 1 certainly anomalous) *before* 
 learns it, ``learn_one`` then updates its state. Booleans (``running``, ``open``) arrive as
 1.0 / 0.0. Optional abilities are separate small protocols: ``Checkpointable`` (state as
 JSON-compatible data, so a restart neither relearns nor forgets a for-duration in progress),
-``Ticking`` (detectors that fire on the *absence* of data, checked on a timer) and
+``Ticking`` (detectors that fire on the *absence* of data, checked on a timer),
 ``Explaining`` (what the latest score means, for the ``anomaly`` measurement and the alert
-message).
+message) and ``Updating`` (score and learn in one call, for detectors where that saves work:
+the live path calls it for every reading).
 
 A ``Sink`` stores line-protocol lines in a time-series database and says, for each write,
 exactly what to do next (``WriteResult``): nothing (``ok``), drop the lines it rejected and
@@ -30,6 +31,7 @@ __all__ = [
     "Outcome",
     "Sink",
     "Ticking",
+    "Updating",
     "WriteResult",
 ]
 
@@ -85,6 +87,17 @@ class Detector(Protocol):
 
     def learn_one(self, ts_s: float, value: float) -> None:
         """Update the state with ``value`` (called after ``score_one`` for the same value)."""
+        ...
+
+
+@runtime_checkable
+class Updating(Protocol):
+    """A detector that scores and learns a reading in one call, cheaper than the two (the
+    work they share is done once); ``score_one`` and ``learn_one`` still work on their own."""
+
+    def update_one(self, ts_s: float, value: float) -> float:
+        """Exactly ``score_one(ts_s, value)`` then ``learn_one(ts_s, value)``: the score the
+        first returns, and the state the second leaves."""
         ...
 
 

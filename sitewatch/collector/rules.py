@@ -19,7 +19,8 @@ and duty-cycle fields.
 Besides the fields agents send, two are derived for every climate reading:
 ``dew_point_margin_c`` (air temperature minus dew point, °C: how far a surface at air
 temperature is from condensation) and the pseudo-field ``reading`` (1.0 for every reading
-of the sensor, whatever it holds), which is what ``silence`` watches.
+of the sensor that holds a measurement: quality ``ok`` or ``degraded``), which is what
+``silence`` watches, so a dead sensor that still reports ``fault`` falls silent too.
 """
 
 from __future__ import annotations

@@ -93,6 +93,7 @@ True
 from __future__ import annotations
 
 import math
+import struct
 from array import array
 from typing import Annotated, Final
 
@@ -124,6 +125,32 @@ _MAX_EXCESS: Final = 1e9
 _VIEWS: Final = ("value", "seasonal", "mean", "volatility")
 _STATE_VERSION: Final = 1
 
+# Memory layout. With thousands of streams, every object a reading touches is likely a cache
+# miss, so each detector keeps its numbers in two flat arrays rather than in lists of floats.
+# The views' array: for view k, at _SLOT * k + the offsets below, its envelope (high and low
+# marks, and the references that lag them) and its warm-up (when and at which reading count
+# it had its first signal).
+_HI: Final = 0
+_LO: Final = 1
+_REF_HI: Final = 2
+_REF_LO: Final = 3
+_SINCE_S: Final = 4
+_SINCE_N: Final = 5
+_SLOT: Final = 6
+# A view's envelope as a whole (high, low, reference high, reference low), for aging it;
+# and per view, its bit in the ``_started`` and ``_ready`` masks and its envelope's offset
+# in bytes.
+_ENVELOPE: Final = struct.Struct("4d")
+_ENVELOPE_AT: Final = tuple((1 << k, 8 * _SLOT * k) for k in range(len(_VIEWS)))
+# The profiles' array: per bin, its mean and then the seconds of data it has seen; the
+# daily profile's 24 bins, then the weekly profile's 168.
+_WEEKLY_AT: Final = 2 * _DAILY_BINS
+
+# What learning a scored reading needs (``_learn``'s arguments): ts_s, value, score, hour,
+# daily bin, weekly bin, gap_s, whether the seasonal view has a signal, and the signals of
+# the seasonal, mean and volatility views.
+_Pending = tuple[float, float, float, int, int, int, float, bool, float, float, float]
+
 
 class AnomalyParams(DetectorParams):
     """Parameters of the ``anomaly`` detector (see the module docstring); defaults suit most."""
@@ -147,18 +174,10 @@ class AnomalyDetector:
     __slots__ = (
         "_accept_s",
         "_aged_ts",
-        "_c_ts",
-        "_c_value",
-        "_daily",
         "_daily_err",
-        "_daily_s",
-        "_dbin",
-        "_env",
         "_first_ts",
-        "_gap_s",
         "_grace_n",
         "_grace_s",
-        "_hour",
         "_interval_s",
         "_last_excess",
         "_last_score",
@@ -169,17 +188,15 @@ class AnomalyDetector:
         "_mean_s",
         "_memory_s",
         "_n",
+        "_pending",
         "_prev",
+        "_profile",
         "_ready",
-        "_season",
         "_season_cycles",
-        "_sig_mean",
-        "_sig_season",
-        "_sig_vol",
-        "_since",
-        "_since_n",
+        "_started",
         "_suppress",
         "_suppress_s",
+        "_views",
         "_visit_dev_d",
         "_visit_dev_w",
         "_visit_hour",
@@ -189,11 +206,8 @@ class AnomalyDetector:
         "_vol",
         "_vol_s",
         "_warm",
-        "_wbin",
-        "_weekly",
         "_weekly_err",
         "_weekly_ratio",
-        "_weekly_s",
     )
 
     def __init__(self, params: AnomalyParams) -> None:
@@ -216,17 +230,13 @@ class AnomalyDetector:
         self._prev = 0.0
         self._mean = 0.0
         self._vol = 0.0
-        # Per view: [high mark, low mark, reference high, reference low] (references lag marks),
-        # empty until the view's first signal; and when and how often it had a signal, for
-        # its own warm-up.
-        self._env: list[list[float]] = [[] for _ in _VIEWS]
-        self._since = [0.0] * len(_VIEWS)
-        self._since_n = [0] * len(_VIEWS)
+        # Per view (see _SLOT): high mark, low mark, reference high, reference low (references
+        # lag marks), and when and at which reading it had its first signal, for its own
+        # warm-up; bit k of _started: view k has had a signal (its envelope is set).
+        self._views = array("d", bytes(8 * _SLOT * len(_VIEWS)))
+        self._started = 0
         self._aged_ts = 0.0  # when the envelopes last aged
-        self._daily = array("d", bytes(8 * _DAILY_BINS))
-        self._daily_s = array("d", bytes(8 * _DAILY_BINS))  # seconds of data seen per bin
-        self._weekly = array("d", bytes(8 * _WEEKLY_BINS))
-        self._weekly_s = array("d", bytes(8 * _WEEKLY_BINS))
+        self._profile = array("d", bytes(8 * 2 * (_DAILY_BINS + _WEEKLY_BINS)))
         self._daily_err = 0.0
         self._weekly_err = 0.0
         self._suppress = 0.0
@@ -235,134 +245,194 @@ class AnomalyDetector:
         self._visit_hour = 0
         self._visit_n = 0
         self._visit_sum = self._visit_s = self._visit_dev_d = self._visit_dev_w = 0.0
-        # Derived from the state on demand (warm-ups only ever complete).
+        # Derived from the state on demand (warm-ups only ever complete); bit k: view k.
         self._warm = False
-        self._ready = [False] * len(_VIEWS)
-        # Scratch from score_one for the learn_one that follows it, and for details().
-        self._c_ts = math.nan
-        self._c_value = math.nan
-        self._gap_s = 0.0
-        self._dbin = 0
-        self._hour = 0
-        self._wbin = 0
-        self._season = False
-        self._sig_season = 0.0
-        self._sig_mean = 0.0
-        self._sig_vol = 0.0
+        self._ready = 0
+        # What score_one worked out for the learn_one that follows it (see _evaluate), and
+        # the latest score's outputs, for details().
+        self._pending: _Pending | None = None
         self._last_score = 0.0
         self._last_excess = 0.0
         self._last_view = -1
 
-    # -- the Detector protocol ---------------------------------------------------------
+    # -- the Detector and Updating protocols ---------------------------------------------
 
     def score_one(self, ts_s: float, value: float) -> float:
-        if value - value or ts_s - ts_s:  # NaN or ±inf (x - x is 0.0 only when finite)
-            return 0.0  # nothing to say about a missing value; learn_one skips it too
-        self._prepare(ts_s, value)
-        self._last_view = -1
-        self._last_score = self._last_excess = 0.0
-        if not self._warm:
-            if self._n < self._grace_n or ts_s - self._first_ts < self._grace_s:
-                return 0.0
-            self._warm = True
-        env = self._env
-        ready = self._ready
-        value_marks = env[0]
-        floor = 1e-12 * (abs(value_marks[0]) + abs(value_marks[1])) + 1e-300
-        best = 0.0
-        view = -1
-        signals = (value, self._sig_season, self._sig_mean, self._sig_vol)
-        season = self._season
-        for k in range(4):
-            if k == 1 and not season:
-                continue
-            if not ready[k] and not self._view_ready(k, ts_s):
-                continue
-            signal = signals[k]
-            marks = env[k]
-            ref_hi = marks[2]
-            if signal > ref_hi:
-                excess = (signal - ref_hi) / (ref_hi - marks[3] + floor)
-            else:
-                ref_lo = marks[3]
-                if signal >= ref_lo:
-                    continue
-                excess = (ref_lo - signal) / (ref_hi - ref_lo + floor)
-            if excess > best:
-                best = excess
-                view = k
-        if view < 0:
-            return 0.0
-        if best > _MAX_EXCESS:
-            best = _MAX_EXCESS
-        self._last_excess = best
-        self._last_view = view
-        score = best / (1.0 + best)
-        if score <= self._suppress * self._margin:
-            return 0.0
-        self._last_score = score
-        return score
+        return self._evaluate(ts_s, value, False)
 
     def learn_one(self, ts_s: float, value: float) -> None:
-        if ts_s != self._c_ts or value != self._c_value:  # not prepared by score_one
-            if value - value or ts_s - ts_s:  # NaN or ±inf: not learned
-                return
-            self.score_one(ts_s, value)
-        self._c_ts = math.nan  # the next reading is prepared afresh
-        gap_s = self._gap_s
+        pending = self._pending
+        if pending is None or pending[0] != ts_s or pending[1] != value:
+            self._evaluate(ts_s, value, True)  # not scored just before: score it, then learn
+            return
+        self._pending = None  # the next reading is evaluated afresh
+        self._learn(*pending)
+
+    def update_one(self, ts_s: float, value: float) -> float:
+        return self._evaluate(ts_s, value, True)
+
+    def _evaluate(self, ts_s: float, value: float, learn: bool) -> float:
+        """The score of a reading; with ``learn``, then learn it (``update_one``), else keep
+        what learning it needs for the ``learn_one`` that follows (``score_one``).
+
+        The hot path of the detector: locals rather than attributes, no helper calls but
+        ``_learn`` (and, once an hour, the profiles' fold)."""
+        if value - value or ts_s - ts_s:  # NaN or ±inf (x - x is 0.0 only when finite)
+            return 0.0  # nothing to say about a missing value, nothing to learn from it
+        self._pending = None
+        n = self._n
+        hour = int(ts_s // _BIN_S)
+        daily_at = 2 * (hour % _DAILY_BINS)  # this hour's bins in the profiles' array
+        weekly_at = _WEEKLY_AT + 2 * ((hour + _WEEK_SHIFT_H) % _WEEKLY_BINS)
+        # The views' signals for this reading.
+        if n == 0:
+            gap_s = 0.0
+            season = False
+            sig_season = 0.0
+            sig_mean = value
+            sig_vol = 0.0
+        else:
+            gap_s = ts_s - self._last_ts
+            if gap_s < 0.0:
+                gap_s = 0.0  # out of order, or the clock stepped back: no time has passed
+            # Seasonal residual: from the weekly profile when it is ready and clearly better.
+            season = True
+            sig_season = 0.0
+            if ts_s - self._first_ts < _SEASONAL_START_S:
+                season = False
+            elif (
+                self._profile[weekly_at + 1] >= _BIN_READY_S
+                and self._weekly_err < self._weekly_ratio * self._daily_err
+            ):
+                sig_season = value - self._profile[weekly_at]
+            elif self._profile[daily_at + 1] >= _BIN_READY_S:
+                sig_season = value - self._profile[daily_at]
+            else:
+                season = False
+            mean = self._mean
+            sig_mean = mean + gap_s / (self._mean_s + gap_s) * (value - mean)
+            step = value - self._prev
+            if step < 0.0:
+                step = -step
+            interval = self._interval_s
+            if gap_s > 1.5 * interval > 0.0:
+                # A random walk's step grows as the square root of the time between readings.
+                step /= math.sqrt(gap_s / interval)
+            vol = self._vol
+            sig_vol = vol + gap_s / (self._vol_s + gap_s) * (step - vol)
+        # The score: how far the view that goes furthest is beyond its reference range.
+        score = best = 0.0
+        view = -1
+        if self._warm or (n >= self._grace_n and ts_s - self._first_ts >= self._grace_s):
+            self._warm = True
+            views = self._views
+            ready = self._ready
+            floor = 1e-12 * (abs(views[_HI]) + abs(views[_LO])) + 1e-300
+            for k, signal in enumerate((value, sig_season, sig_mean, sig_vol)):
+                if k == 1 and not season:
+                    continue
+                at = _SLOT * k
+                if not ready >> k & 1:  # the view's own warm-up (it then stays warm)
+                    if (
+                        not self._started >> k & 1
+                        or n - views[at + _SINCE_N] < self._grace_n
+                        or ts_s - views[at + _SINCE_S] < self._grace_s
+                    ):
+                        continue
+                    ready = self._ready = ready | 1 << k
+                ref_hi = views[at + _REF_HI]
+                if signal > ref_hi:
+                    excess = (signal - ref_hi) / (ref_hi - views[at + _REF_LO] + floor)
+                else:
+                    ref_lo = views[at + _REF_LO]
+                    if signal >= ref_lo:
+                        continue
+                    excess = (ref_lo - signal) / (ref_hi - ref_lo + floor)
+                if excess > best:
+                    best = excess
+                    view = k
+            if view >= 0:
+                if best > _MAX_EXCESS:
+                    best = _MAX_EXCESS
+                score = best / (1.0 + best)
+                if score <= self._suppress * self._margin:
+                    score = 0.0  # no news: quieted by what was reported before
+        self._last_view = view
+        self._last_excess = best
+        self._last_score = score
+        if learn:
+            self._learn(
+                ts_s, value, score, hour, daily_at, weekly_at, gap_s, season, sig_season,
+                sig_mean, sig_vol,
+            )  # fmt: skip
+        else:
+            self._pending = (
+                ts_s, value, score, hour, daily_at, weekly_at, gap_s, season, sig_season,
+                sig_mean, sig_vol,
+            )  # fmt: skip
+        return score
+
+    def _learn(
+        self,
+        ts_s: float,
+        value: float,
+        score: float,
+        hour: int,
+        daily_at: int,
+        weekly_at: int,
+        gap_s: float,
+        season: bool,
+        sig_season: float,
+        sig_mean: float,
+        sig_vol: float,
+    ) -> None:
+        """Learn a reading, given what ``_evaluate`` worked out for it."""
         n = self._n
         if n == 0:
             self._first_ts = ts_s
         # What was just reported quiets what follows, less and less as time passes.
         suppress = self._suppress * self._suppress_s / (self._suppress_s + gap_s)
-        self._suppress = self._last_score if self._last_score > suppress else suppress
+        self._suppress = score if score > suppress else suppress
         # Profiles learn and envelopes age once an hour (at the first reading of an hour).
-        if self._hour != self._visit_hour:
-            self._start_visit(ts_s)
+        if hour != self._visit_hour:
+            self._start_visit(ts_s, hour)
         # The envelopes' marks jump to any new extreme at once.
-        env = self._env
+        views = self._views
         if n == 0:
             self._aged_ts = ts_s
             self._start_view(0, value, ts_s)
             self._start_view(2, value, ts_s)
             self._start_view(3, 0.0, ts_s)
-        else:
-            marks = env[0]
-            if value > marks[0]:
-                marks[0] = value
-            elif value < marks[1]:
-                marks[1] = value
-            signal = self._sig_mean
-            marks = env[2]
-            if signal > marks[0]:
-                marks[0] = signal
-            elif signal < marks[1]:
-                marks[1] = signal
-            signal = self._sig_vol
-            marks = env[3]
-            if signal > marks[0]:
-                marks[0] = signal
-            elif signal < marks[1]:
-                marks[1] = signal
-        if self._season:
-            signal = self._sig_season
-            marks = env[1]
-            if not marks:
-                self._start_view(1, signal, ts_s)
-            elif signal > marks[0]:
-                marks[0] = signal
-            elif signal < marks[1]:
-                marks[1] = signal
+        else:  # the value, mean and volatility views (0, 2, 3), written out: a hot path
+            if value > views[_HI]:
+                views[_HI] = value
+            elif value < views[_LO]:
+                views[_LO] = value
+            if sig_mean > views[2 * _SLOT + _HI]:
+                views[2 * _SLOT + _HI] = sig_mean
+            elif sig_mean < views[2 * _SLOT + _LO]:
+                views[2 * _SLOT + _LO] = sig_mean
+            if sig_vol > views[3 * _SLOT + _HI]:
+                views[3 * _SLOT + _HI] = sig_vol
+            elif sig_vol < views[3 * _SLOT + _LO]:
+                views[3 * _SLOT + _LO] = sig_vol
+        if season:
+            if not self._started & 2:
+                self._start_view(1, sig_season, ts_s)
+            elif sig_season > views[_SLOT + _HI]:
+                views[_SLOT + _HI] = sig_season
+            elif sig_season < views[_SLOT + _LO]:
+                views[_SLOT + _LO] = sig_season
         covered_s = gap_s if gap_s < _BIN_S else _BIN_S
         if covered_s == 0.0:  # the first reading, or a repeated timestamp
             covered_s = self._interval_s if 0.0 < self._interval_s < _BIN_S else 1.0
         self._visit_n += 1
         self._visit_sum += value
         self._visit_s += covered_s
-        self._visit_dev_d += abs(value - self._daily[self._dbin])
-        self._visit_dev_w += abs(value - self._weekly[self._wbin])
-        self._mean = self._sig_mean
-        self._vol = self._sig_vol
+        self._visit_dev_d += abs(value - self._profile[daily_at])
+        self._visit_dev_w += abs(value - self._profile[weekly_at])
+        self._mean = sig_mean
+        self._vol = sig_vol
         if gap_s > 0.0:
             interval = self._interval_s
             if interval == 0.0:
@@ -385,7 +455,8 @@ class AnomalyDetector:
             out["view"] = ""
             out["message"] = "within its usual range" if self._n else "no data yet"
             return out
-        ref_hi, ref_lo = self._env[view][2:4]
+        at = _SLOT * view
+        ref_hi, ref_lo = self._views[at + _REF_HI], self._views[at + _REF_LO]
         name = _VIEWS[view]
         out.update(view=name, reference_low=ref_lo, reference_high=ref_hi)
         out["message"] = (
@@ -395,7 +466,11 @@ class AnomalyDetector:
         return out
 
     def get_state(self) -> dict[str, JsonValue]:
-        env: list[JsonValue] = [list(marks) for marks in self._env]
+        views, profile = self._views, self._profile
+        env: list[JsonValue] = [
+            list(views[_SLOT * k : _SLOT * k + 4]) if self._started >> k & 1 else []
+            for k in range(len(_VIEWS))
+        ]
         return {
             "version": _STATE_VERSION,
             "n": self._n,
@@ -406,13 +481,13 @@ class AnomalyDetector:
             "mean": self._mean,
             "vol": self._vol,
             "env": env,
-            "since": list(self._since),
-            "since_n": list(self._since_n),
+            "since": list(views[_SINCE_S :: _SLOT]),
+            "since_n": [int(count) for count in views[_SINCE_N :: _SLOT]],
             "aged_ts": self._aged_ts,
-            "daily": list(self._daily),
-            "daily_s": list(self._daily_s),
-            "weekly": list(self._weekly),
-            "weekly_s": list(self._weekly_s),
+            "daily": list(profile[0:_WEEKLY_AT:2]),
+            "daily_s": list(profile[1:_WEEKLY_AT:2]),
+            "weekly": list(profile[_WEEKLY_AT::2]),
+            "weekly_s": list(profile[_WEEKLY_AT + 1 :: 2]),
             "daily_err": self._daily_err,
             "weekly_err": self._weekly_err,
             "suppress": self._suppress,
@@ -455,10 +530,11 @@ class AnomalyDetector:
             visit_floats = [_as_float(item) for item in visit[2:]]
             since_n = [_count(item) for item in _list(state["since_n"], len(_VIEWS))]
             aged_ts = _as_float(state["aged_ts"])
-            daily = array("d", _floats(state["daily"], _DAILY_BINS))
-            daily_s = array("d", _floats(state["daily_s"], _DAILY_BINS))
-            weekly = array("d", _floats(state["weekly"], _WEEKLY_BINS))
-            weekly_s = array("d", _floats(state["weekly_s"], _WEEKLY_BINS))
+            profile = array("d", bytes(8 * 2 * (_DAILY_BINS + _WEEKLY_BINS)))
+            profile[0:_WEEKLY_AT:2] = array("d", _floats(state["daily"], _DAILY_BINS))
+            profile[1:_WEEKLY_AT:2] = array("d", _floats(state["daily_s"], _DAILY_BINS))
+            profile[_WEEKLY_AT::2] = array("d", _floats(state["weekly"], _WEEKLY_BINS))
+            profile[_WEEKLY_AT + 1 :: 2] = array("d", _floats(state["weekly_s"], _WEEKLY_BINS))
         except KeyError as missing:
             raise ValueError(f"anomaly state lacks {missing}") from None
         self._n = n
@@ -474,77 +550,32 @@ class AnomalyDetector:
         self._visit_hour = visit_hour
         self._visit_n = visit_n
         (self._visit_sum, self._visit_s, self._visit_dev_d, self._visit_dev_w) = visit_floats
-        self._env = env
-        self._since = since
-        self._since_n = since_n
+        views = array("d", bytes(8 * _SLOT * len(_VIEWS)))
+        self._started = 0
+        for k, marks in enumerate(env):
+            if marks:
+                views[_SLOT * k : _SLOT * k + 4] = array("d", marks)
+                self._started |= 1 << k
+            views[_SLOT * k + _SINCE_S] = since[k]
+            views[_SLOT * k + _SINCE_N] = since_n[k]
+        self._views = views
         self._aged_ts = aged_ts
-        self._daily, self._daily_s = daily, daily_s
-        self._weekly, self._weekly_s = weekly, weekly_s
+        self._profile = profile
         self._warm = False
-        self._ready = [False] * len(_VIEWS)
-        self._c_ts = math.nan
+        self._ready = 0
+        self._pending = None
         self._last_score = self._last_excess = 0.0
         self._last_view = -1
 
     # -- internals -----------------------------------------------------------------------
 
-    def _view_ready(self, k: int, ts_s: float) -> bool:
-        """Whether view ``k`` has warmed up (it then stays so)."""
-        if (
-            not self._env[k]
-            or self._n - self._since_n[k] < self._grace_n
-            or ts_s - self._since[k] < self._grace_s
-        ):
-            return False
-        self._ready[k] = True
-        return True
-
-    def _prepare(self, ts_s: float, value: float) -> None:
-        """Compute the views' signals for this reading, for ``score_one`` and ``learn_one``."""
-        self._c_ts = ts_s
-        self._c_value = value
-        hour = self._hour = int(ts_s // _BIN_S)
-        daily_bin = self._dbin = hour % _DAILY_BINS
-        weekly_bin = self._wbin = (hour + _WEEK_SHIFT_H) % _WEEKLY_BINS
-        if self._n == 0:
-            self._gap_s = 0.0
-            self._season = False
-            self._sig_mean = value
-            self._sig_vol = 0.0
-            return
-        gap_s = ts_s - self._last_ts
-        if gap_s < 0.0:
-            gap_s = 0.0  # out of order, or the clock stepped back: no time has passed
-        self._gap_s = gap_s
-        # Seasonal residual: from the weekly profile when it is ready and clearly better.
-        self._season = True
-        if ts_s - self._first_ts < _SEASONAL_START_S:
-            self._season = False
-        elif (
-            self._weekly_s[weekly_bin] >= _BIN_READY_S
-            and self._weekly_err < self._weekly_ratio * self._daily_err
-        ):
-            self._sig_season = value - self._weekly[weekly_bin]
-        elif self._daily_s[daily_bin] >= _BIN_READY_S:
-            self._sig_season = value - self._daily[daily_bin]
-        else:
-            self._season = False
-        mean = self._mean
-        self._sig_mean = mean + gap_s / (self._mean_s + gap_s) * (value - mean)
-        step = value - self._prev
-        if step < 0.0:
-            step = -step
-        interval = self._interval_s
-        if gap_s > 1.5 * interval > 0.0:
-            # A random walk's step grows as the square root of the time between readings.
-            step /= math.sqrt(gap_s / interval)
-        vol = self._vol
-        self._sig_vol = vol + gap_s / (self._vol_s + gap_s) * (step - vol)
-
     def _start_view(self, k: int, signal: float, ts_s: float) -> None:
-        self._env[k] = [signal, signal, signal, signal]
-        self._since[k] = ts_s
-        self._since_n[k] = self._n
+        at = _SLOT * k
+        views = self._views
+        views[at + _HI] = views[at + _LO] = views[at + _REF_HI] = views[at + _REF_LO] = signal
+        views[at + _SINCE_S] = ts_s
+        views[at + _SINCE_N] = self._n
+        self._started |= 1 << k
 
     def _age_envelopes(self, ts_s: float) -> None:
         """Let the time since the last call act on the envelopes (done once an hour): the
@@ -559,24 +590,26 @@ class AnomalyDetector:
         # The references follow the marks slowly: a new extreme is news until it has been
         # part of the envelope for a while, however the view wanders meanwhile.
         accept = elapsed_s / (self._accept_s + elapsed_s)
-        for marks in self._env:
-            if marks:
-                hi, lo, ref_hi, ref_lo = marks
+        views = self._views
+        started = self._started
+        for bit, offset in _ENVELOPE_AT:
+            if started & bit:
+                hi, lo, ref_hi, ref_lo = _ENVELOPE.unpack_from(views, offset)
                 shrink = relax * (hi - lo)
                 hi -= shrink
                 lo += shrink
-                marks[0] = hi
-                marks[1] = lo
-                marks[2] = ref_hi + accept * (hi - ref_hi)
-                marks[3] = ref_lo + accept * (lo - ref_lo)
+                _ENVELOPE.pack_into(
+                    views, offset, hi, lo, ref_hi + accept * (hi - ref_hi),
+                    ref_lo + accept * (lo - ref_lo),
+                )  # fmt: skip
 
-    def _start_visit(self, ts_s: float) -> None:
+    def _start_visit(self, ts_s: float, hour: int) -> None:
         """Fold the hour that ended into the profiles, age the envelopes, and start
         accumulating the new hour."""
         if self._visit_n:
             self._fold_visit()
             self._age_envelopes(ts_s)
-        self._visit_hour = self._hour
+        self._visit_hour = hour
         self._visit_n = 0
         self._visit_sum = self._visit_s = self._visit_dev_d = self._visit_dev_w = 0.0
 
@@ -592,43 +625,53 @@ class AnomalyDetector:
         covered_s = self._visit_s
         err_a = covered_s / (_PROFILE_ERROR_S + covered_s)
         cycle_a = covered_s / (self._season_cycles * _BIN_S + covered_s)
-        for means, seen, k, deviation, weekly in (
-            (self._daily, self._daily_s, hour % _DAILY_BINS, self._visit_dev_d, False),
-            (
-                self._weekly,
-                self._weekly_s,
-                (hour + _WEEK_SHIFT_H) % _WEEKLY_BINS,
-                self._visit_dev_w,
-                True,
-            ),
-        ):
-            have_s = seen[k]
-            if have_s == 0.0:
-                means[k] = mean
-                seen[k] = covered_s
-                continue
-            err = self._weekly_err if weekly else self._daily_err
-            if have_s >= _BIN_READY_S:
-                if err == 0.0 and weekly:
-                    err = self._daily_err  # start level with the daily profile
-                err += err_a * (deviation / n - err)
-                if weekly:
-                    self._weekly_err = err
-                else:
-                    self._daily_err = err
-            weight = covered_s / (have_s + covered_s)
-            if weight < cycle_a:
-                weight = cycle_a
-            delta = mean - means[k]
-            if err > 0.0:
-                limit = _PROFILE_CLIP * err
-                if delta > limit:
-                    delta = limit
-                elif delta < -limit:
-                    delta = -limit
-            means[k] += weight * delta
-            if have_s < 1e12:
-                seen[k] = have_s + covered_s
+        profile = self._profile
+        # The daily bin, then the weekly bin, whose residual scale starts level with the
+        # daily profile's. A scale learns from visits to bins that are ready.
+        at = 2 * (hour % _DAILY_BINS)
+        have_s = profile[at + 1]
+        err = self._daily_err
+        if have_s >= _BIN_READY_S:
+            err = self._daily_err = err + err_a * (self._visit_dev_d / n - err)
+        _fold_bin(profile, at, have_s, mean, covered_s, cycle_a, err)
+        at = _WEEKLY_AT + 2 * ((hour + _WEEK_SHIFT_H) % _WEEKLY_BINS)
+        have_s = profile[at + 1]
+        err = self._weekly_err
+        if have_s >= _BIN_READY_S:
+            if err == 0.0:
+                err = self._daily_err  # start level with the daily profile
+            err = self._weekly_err = err + err_a * (self._visit_dev_w / n - err)
+        _fold_bin(profile, at, have_s, mean, covered_s, cycle_a, err)
+
+
+def _fold_bin(
+    profile: array[float],
+    at: int,
+    have_s: float,
+    mean: float,
+    covered_s: float,
+    cycle_a: float,
+    err: float,
+) -> None:
+    """Fold an hour's ``mean`` over ``covered_s`` seconds into the profile bin at ``at``,
+    which holds ``have_s`` seconds of data so far; ``err`` is the profile's residual scale."""
+    if have_s == 0.0:
+        profile[at] = mean
+        profile[at + 1] = covered_s
+        return
+    weight = covered_s / (have_s + covered_s)
+    if weight < cycle_a:
+        weight = cycle_a
+    delta = mean - profile[at]
+    if err > 0.0:
+        limit = _PROFILE_CLIP * err
+        if delta > limit:
+            delta = limit
+        elif delta < -limit:
+            delta = -limit
+    profile[at] += weight * delta
+    if have_s < 1e12:
+        profile[at + 1] = have_s + covered_s
 
 
 def _count(value: JsonValue) -> int:

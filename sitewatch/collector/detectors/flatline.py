@@ -128,6 +128,13 @@ class Flatline:
     '86.3 % repeated 1440 times over 23 h 59 m (alerts at 8)'
     """
 
+    # One small object per stream, and there can be thousands of streams.
+    __slots__ = (
+        "_interval_s", "_last_ts_s", "_learned_at_s", "_memory_s", "_pending_readings", "_readings",
+        "_repeats", "_run_length", "_run_start_s", "_run_value", "_runs", "_target", "_tolerance",
+        "_unit", "_warm_until_s", "_warming", "params", "required",
+    )  # fmt: skip
+
     def __init__(self, params: FlatlineParams) -> None:
         self.params = params
         self._tolerance = params.tolerance
@@ -155,21 +162,28 @@ class Flatline:
         return 0.0
 
     def learn_one(self, ts_s: float, value: float) -> None:
+        self.update_one(ts_s, value)
+
+    def update_one(self, ts_s: float, value: float) -> float:
+        run_value = self._run_value
+        repeated = run_value is not None and abs(value - run_value) <= self._tolerance
+        # The score, from the state before learning (which may change ``required``).
+        score = 1.0 if repeated and self._run_length + 1 >= self.required else 0.0
         if self._warming:
             self._warm_up(ts_s)
         last = self._last_ts_s
         if last is None or ts_s > last:
             self._last_ts_s = ts_s
-        run_value = self._run_value
-        if run_value is not None and abs(value - run_value) <= self._tolerance:
+        if repeated:
             self._run_length += 1
-            return
+            return score
         start = self._run_start_s
         if run_value is not None and start is not None:
             self._learn_run(self._run_length, ts_s - start, ts_s)
         self._run_value = value
         self._run_length = 1
         self._run_start_s = ts_s
+        return score
 
     def _warm_up(self, ts_s: float) -> None:
         warm_until = self._warm_until_s

@@ -89,6 +89,18 @@ class PlausibilityParams(DetectorParams):
         return self
 
 
+_SENTINEL_SETS: dict[tuple[float, ...], frozenset[float]] = {}
+
+
+def _sentinel_set(sentinels: tuple[float, ...]) -> frozenset[float]:
+    """One frozenset per distinct tuple of sentinels, shared by every stream that uses it
+    (one object fewer per stream to keep in memory and in cache)."""
+    shared = _SENTINEL_SETS.get(sentinels)
+    if shared is None:
+        shared = _SENTINEL_SETS[sentinels] = frozenset(sentinels)
+    return shared
+
+
 class _State(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -146,13 +158,20 @@ class Plausibility:
     [(10, 'out_of_range'), (20, 'sentinel')]
     """
 
+    # One small object per stream, and there can be thousands of streams.
+    __slots__ = (
+        "_candidate", "_candidate_count", "_last_reason", "_last_value", "_max", "_min",
+        "_ref_ts_s", "_ref_value", "_sentinel_jump", "_sentinels", "_step", "_unit", "_window_s",
+        "params",
+    )  # fmt: skip
+
     def __init__(self, params: PlausibilityParams) -> None:
         self.params = params
         limits = params.resolved()
         self._min = limits.min_value
         self._max = limits.max_value
         self._step = limits.max_step
-        self._sentinels = frozenset(limits.sentinels)
+        self._sentinels = _sentinel_set(limits.sentinels)
         self._sentinel_jump = params.sentinel_jump
         self._window_s = params.step_window_s
         self._unit = unit_of(params.field)
@@ -193,18 +212,22 @@ class Plausibility:
         return 1.0 if self.reason_for(ts_s, value) else 0.0
 
     def learn_one(self, ts_s: float, value: float) -> None:
-        reason = self.reason_for(ts_s, value)
+        self.update_one(ts_s, value)
+
+    def update_one(self, ts_s: float, value: float) -> float:
+        reason = self.reason_for(ts_s, value)  # once, for the score and for learning
         self._last_value, self._last_reason = value, reason
         if reason == "jump":
             if self._agrees(value):
                 self._candidate_count += 1
             else:
                 self._candidate, self._candidate_count = value, 1
-            return
+            return 1.0
         if reason:
-            return  # garbage neither moves the reference nor breaks a step in progress
+            return 1.0  # garbage neither moves the reference nor breaks a step in progress
         self._ref_value, self._ref_ts_s = value, ts_s
         self._candidate, self._candidate_count = None, 0
+        return 0.0
 
     def details(self) -> dict[str, float | str]:
         out: dict[str, float | str] = {"min_value": self._min, "max_value": self._max}

@@ -88,6 +88,11 @@ class Silence:
     'no data for 6 m (expected every 1 m, silent after 5 m 2 s)'
     """
 
+    # One small object per stream, and there can be thousands of streams.
+    __slots__ = (
+        "_checked_s", "_factor", "_floor_s", "_last_ts_s", "_log_interval", "_seen", "params",
+    )  # fmt: skip
+
     def __init__(self, params: SilenceParams) -> None:
         self.params = params
         self._factor = params.missed_intervals
@@ -113,12 +118,16 @@ class Silence:
         return 0.0
 
     def learn_one(self, ts_s: float, value: float) -> None:
+        self.update_one(ts_s, value)
+
+    def update_one(self, ts_s: float, value: float) -> float:
+        """Learn the reading's time; the score is always 0 (a reading has just arrived)."""
         last = self._last_ts_s
         if last is None:
             self._last_ts_s = ts_s
-            return
+            return 0.0
         if ts_s <= last:
-            return  # late or repeated data says nothing about the interval
+            return 0.0  # late or repeated data says nothing about the interval
         self._last_ts_s = ts_s
         gap = math.log(ts_s - last)
         estimate = self._log_interval
@@ -131,6 +140,7 @@ class Silence:
             self._log_interval = estimate + step * (rate if rate > _MIN_RATE else _MIN_RATE)
         if self._seen < _COUNT_CAP:
             self._seen += 1
+        return 0.0
 
     def check(self, now_s: float) -> float:
         self._checked_s = now_s

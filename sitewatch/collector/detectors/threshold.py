@@ -197,21 +197,29 @@ class Threshold:
     def score_one(self, ts_s: float, value: float) -> float:
         if value != value:  # NaN carries no evidence: keep the current verdict
             return self._score_at(ts_s)
-        side = self._side_after(value)
-        if side == 0:
-            return 0.0
-        since = self._since_s if side == self._side and self._since_s is not None else ts_s
-        return 1.0 if ts_s - since >= self._for_s else 0.0
+        return self._score_for(ts_s, self._side_after(value))
 
     def learn_one(self, ts_s: float, value: float) -> None:
-        if value != value:
-            return
-        side = self._side_after(value)
+        self.update_one(ts_s, value)
+
+    def update_one(self, ts_s: float, value: float) -> float:
+        if value != value:  # NaN carries no evidence: keep the current verdict, learn nothing
+            return self._score_at(ts_s)
+        side = self._side_after(value)  # once, for the score and for learning
+        score = self._score_for(ts_s, side)
         if side != self._side:
             self._side = side
             self._since_s = ts_s if side else None
         self._last_ts_s = ts_s
         self._last_value = value
+        return score
+
+    def _score_for(self, ts_s: float, side: int) -> float:
+        """The score of a reading at ``ts_s`` that puts the stream on ``side``."""
+        if side == 0:
+            return 0.0
+        since = self._since_s if side == self._side and self._since_s is not None else ts_s
+        return 1.0 if ts_s - since >= self._for_s else 0.0
 
     def _score_at(self, ts_s: float) -> float:
         if self._side == 0 or self._since_s is None:
