@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from sitewatch.atomicfile import write_atomic
-from sitewatch.collector.alerting.message import duration_text, utc_text
+from sitewatch.collector.alerting.message import duration_text, state_line, utc_text
 from sitewatch.collector.alerting.model import Alert, AlertState, AuditEntry
 from sitewatch.collector.alerting.report import (
     ParetoBy,
@@ -110,15 +110,6 @@ def _where(alert: Alert) -> str:
     return " · ".join(parts)
 
 
-def _state_line(alert: Alert) -> str:
-    if alert.state == AlertState.ACKNOWLEDGED and alert.acked_ms is not None:
-        return f"acknowledged by {alert.acked_by} at {utc_text(alert.acked_ms)}"
-    if alert.state == AlertState.SILENCED and alert.silenced_until_ms is not None:
-        return (f"silenced by {alert.silenced_by} until {utc_text(alert.silenced_until_ms)}: "
-                f"{alert.silence_reason}")  # fmt: skip
-    if alert.state == AlertState.RESOLVED and alert.resolved_ms is not None:
-        return f"resolved by {alert.resolved_by} at {utc_text(alert.resolved_ms)}"
-    return str(alert.state)
 
 
 def _by(name: str, what: str) -> str:
@@ -182,7 +173,7 @@ def show_alert(store: AlertStore, alert_id: str) -> CommandResult:
     trail = store.audit(alert.id)
     lines = [
         f"{alert.id}  {alert.severity.upper()}  {alert.rule}",
-        f"State:      {_state_line(alert)}",
+        f"State:      {state_line(alert)}",
         f"What:       {alert.message}",
         f"Where:      {_where(alert)}",
         f"Conditions: {', '.join(sorted(alert.conditions)) or '-'}",
@@ -209,7 +200,7 @@ def _act(store: AlertStore, alert: Alert, entry: AuditEntry) -> CommandResult:
     stored = store.add_audit(entry, emitted=False)
     return CommandResult(
         {"alert": alert.to_dict(), "audit": stored.to_dict()},
-        f"{alert.id}: {_state_line(alert)}",
+        f"{alert.id}: {state_line(alert)}",
     )
 
 
@@ -254,7 +245,7 @@ def resolve_alert(
     with store.transaction():
         alert = lookup(store, alert_id)
         if alert.state == AlertState.RESOLVED:
-            raise CommandError(f"{alert.id} is resolved already ({_state_line(alert)})")
+            raise CommandError(f"{alert.id} is resolved already ({state_line(alert)})")
         resolved = replace(
             alert, state=AlertState.RESOLVED, resolved_by=who, resolved_ms=now_ms,
             conditions=frozenset(), resolve_message_due_ms=None,

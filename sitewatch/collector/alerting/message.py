@@ -22,6 +22,7 @@ __all__ = [
     "ack_url",
     "duration_text",
     "render",
+    "state_line",
     "utc_text",
 ]
 
@@ -292,3 +293,15 @@ def _state_text(alert: Alert) -> str:
     if state == "pending":
         return "pending (waiting before notifying)"
     return f"{state}, not acknowledged"
+
+
+def state_line(alert: Alert) -> str:
+    """The alert's state with who and when, as the CLI and the alert page show it."""
+    if alert.state == "acknowledged" and alert.acked_ms is not None:
+        return f"acknowledged by {alert.acked_by} at {utc_text(alert.acked_ms)}"
+    if alert.state == "silenced" and alert.silenced_until_ms is not None:
+        return (f"silenced by {alert.silenced_by} until {utc_text(alert.silenced_until_ms)}: "
+                f"{alert.silence_reason}")  # fmt: skip
+    if alert.state == "resolved" and alert.resolved_ms is not None:
+        return f"resolved by {alert.resolved_by} at {utc_text(alert.resolved_ms)}"
+    return str(alert.state)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from html import escape
 from typing import Any
 
-from sitewatch.collector.alerting.message import duration_text, utc_text
+from sitewatch.collector.alerting.message import duration_text, state_line, utc_text
 from sitewatch.collector.alerting.model import SEVERITY_RANK, Alert, AlertState, AuditEntry
 
 __all__ = [
@@ -166,15 +166,6 @@ def _number(value: float) -> str:
     return f"{value:.6g}"
 
 
-def _state_text(alert: Alert) -> str:
-    if alert.state == AlertState.ACKNOWLEDGED and alert.acked_ms is not None:
-        return f"acknowledged by {alert.acked_by} at {utc_text(alert.acked_ms)}"
-    if alert.state == AlertState.SILENCED and alert.silenced_until_ms is not None:
-        return (f"silenced by {alert.silenced_by} until {utc_text(alert.silenced_until_ms)}: "
-                f"{alert.silence_reason}")  # fmt: skip
-    if alert.state == AlertState.RESOLVED and alert.resolved_ms is not None:
-        return f"resolved by {alert.resolved_by} at {utc_text(alert.resolved_ms)}"
-    return str(alert.state)
 
 
 def _actions(alert: Alert, viewer: Viewer, back: str, *, with_comment: bool) -> str:
@@ -262,8 +253,8 @@ def message_page(title: str, text: str, viewer: Viewer | None, back: str = "/") 
 
 def _card(alert: Alert, viewer: Viewer, now_ms: int) -> str:
     value = "" if alert.value is None else f" · value {_number(alert.value)}"
-    state = _state_text(alert)
-    state_line = "" if state == str(alert.state) else f'<div class="small">{_e(state)}</div>'
+    state = state_line(alert)
+    state_html = "" if state == str(alert.state) else f'<div class="small">{_e(state)}</div>'
     return (
         f'<article class="card {_e(alert.severity)}" id="alert-{_e(alert.id)}">'
         f'<h3><a href="/alerts/{_e(alert.id)}">{_e(alert.rule)}</a> '
@@ -271,7 +262,7 @@ def _card(alert: Alert, viewer: Viewer, now_ms: int) -> str:
         f"<div>{_e(alert.message)}</div>"
         f'<div class="muted small">{_e(_where(alert))}{_e(value)} · since '
         f"{_e(utc_text(alert.created_ms))} ({_e(_ago(alert.created_ms, now_ms))})</div>"
-        f"{state_line}"
+        f"{state_html}"
         f"{_actions(alert, viewer, '/', with_comment=False)}</article>"
     )
 
@@ -323,7 +314,7 @@ def _facts(alert: Alert, now_ms: int) -> str:
         rows.append(("breach", "Predicted breach", f"{when} (around {utc_text(at_ms)})"))
     rows.append(("since", "Since",
                  f"{utc_text(alert.created_ms)} ({_ago(alert.created_ms, now_ms)})"))  # fmt: skip
-    rows.append(("state", "State", _state_text(alert)))
+    rows.append(("state", "State", state_line(alert)))
     if alert.acked_by is not None and alert.state != AlertState.ACKNOWLEDGED:
         acked = utc_text(alert.acked_ms) if alert.acked_ms is not None else "?"
         rows.append(("acked", "Acknowledged", f"by {alert.acked_by} at {acked}"))
