@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sys
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, cast
@@ -43,6 +44,7 @@ log = logging.getLogger(__name__)
 
 _FORMAT_VERSION = 1
 _NO_LABELS: Mapping[str, str] = MappingProxyType({})
+_NO_SENSORS: Mapping[str, _Sensor] = MappingProxyType({})
 _DERIVED = frozenset({"reading", "dew_point_c", "dew_point_margin_c"})
 
 SCORE_FLOOR = 0.1
@@ -87,7 +89,7 @@ class _Watch:
 
     __slots__ = (
         "alert_id", "attentive", "binding", "checkpointable", "detector", "explaining", "policy",
-        "score", "ticking", "updater", "windowed",
+        "score", "ticking", "update", "updater", "windowed",
     )  # fmt: skip
 
     def __init__(self, binding: Binding) -> None:
@@ -100,7 +102,10 @@ class _Watch:
         self.attentive = self.windowed
         self.ticking, self.explaining, self.checkpointable, updating = _abilities(type(detector))
         # Scores a reading, then learns it: in one call where the detector can (``Updating``).
+        # Called as ``update(updater, ts_s, value)``, the class's own function: a method
+        # lookup on detectors of many classes, or a bound method per watch, costs more.
         self.updater = cast(Updating, detector) if updating else _ScoreThenLearn(detector)
+        self.update: Callable[[Updating, float, float], float] = type(self.updater).update_one
         self.score = 0.0
         self.alert_id = ""
 
@@ -202,6 +207,8 @@ class Detection:
         self.rules = RuleSet(config)
         self.on_decision = on_decision
         self._sensors: dict[tuple[str, str, str], _Sensor] = {}
+        # The same sensors by (site, device), then by name: a message comes from one device.
+        self._by_device: dict[tuple[str, str], dict[str, _Sensor]] = {}
         self._ticking: dict[tuple[str, str, str], list[tuple[_Sensor, _Stream, _Watch]]] = {}
         self._saved: dict[str, Any] = {}
         self.scored_values = 0
@@ -242,6 +249,8 @@ class Detection:
         rebuilt.fields = tuple(rebuilt.streams)
         rebuilt.stream_list = tuple(rebuilt.streams.values())
         self._sensors[key] = rebuilt
+        # Interned: sensors on many devices share names, and so one string to compare with.
+        self._by_device.setdefault((site, device), {})[sys.intern(name)] = rebuilt
         ticking = [
             (rebuilt, stream, watch)
             for stream in rebuilt.streams.values()
@@ -270,18 +279,23 @@ class Detection:
         # The hot path of the collector: locals, bound methods, no helper calls per value.
         out: list[str] = []
         site, device = message.site, message.device
-        sensors, catalog_get = self._sensors, self.catalog.get
+        catalog_get = self.catalog.get
+        by_name = self._by_device.get((site, device), _NO_SENSORS)
         write_scores = self.config.write_scores
         scored = late = 0
         for reading in message.readings:
             name = reading.sensor
             entry = catalog_get(site, device, name)
             labels = entry.labels if entry is not None else _NO_LABELS
-            sensor = sensors.get((site, device, name))
+            sensor = by_name.get(name)
             if sensor is None or sensor.labels is not labels:
                 sensor = self._sensor(site, device, name)
+                by_name = self._by_device[(site, device)]
             ts_s = reading.ts / 1000.0
-            for field, stream in zip(sensor.fields, sensor.stream_list, strict=True):
+            streams = sensor.stream_list
+            index = -1  # of field in sensor.fields (counted by hand: cheaper than enumerate)
+            for field in sensor.fields:
+                index += 1
                 if field in _DERIVED:
                     value = _value(reading, field)
                     if value is None:
@@ -291,6 +305,7 @@ class Detection:
                     if raw is None:  # a field this reading does not carry
                         continue
                     value = float(raw)
+                stream = streams[index]
                 if ts_s <= stream.last_ts_s:
                     late += 1
                     continue
@@ -299,18 +314,18 @@ class Detection:
                 scored += 1
                 top = 0.0
                 for watch in stream.scan:
-                    score = watch.updater.update_one(ts_s, value)  # score_one then learn_one
+                    score = watch.update(watch.updater, ts_s, value)  # score_one, learn_one
                     watch.score = score
-                    if score > top:
-                        top = score
                     if score or watch.attentive:  # most scores are 0, and most policies idle
+                        if score > top:
+                            top = score
                         verdict = watch.judge(ts_s, score)
                         if verdict is not None:
                             line = self._decide(sensor, stream, watch, verdict, reading.ts,
                                                 value, score)
                             if line is not None:
                                 out.append(line)
-                if write_scores and (top >= SCORE_FLOOR or stream.reported):
+                if (top >= SCORE_FLOOR or stream.reported) and write_scores:
                     out.append(self._anomaly_line(stream, top, reading.ts))
                     stream.reported = top >= SCORE_FLOOR
         self.scored_values += scored

@@ -127,29 +127,37 @@ _STATE_VERSION: Final = 1
 
 # Memory layout. With thousands of streams, every object a reading touches is likely a cache
 # miss, so each detector keeps its numbers in two flat arrays rather than in lists of floats.
-# The views' array: for view k, at _SLOT * k + the offsets below, its envelope (high and low
-# marks, and the references that lag them) and its warm-up (when and at which reading count
-# it had its first signal).
-_HI: Final = 0
-_LO: Final = 1
-_REF_HI: Final = 2
-_REF_LO: Final = 3
-_SINCE_S: Final = 4
-_SINCE_N: Final = 5
-_SLOT: Final = 6
-# A view's envelope as a whole (high, low, reference high, reference low), for aging it;
-# and per view, its bit in the ``_started`` and ``_ready`` masks and its envelope's offset
-# in bytes.
-_ENVELOPE: Final = struct.Struct("4d")
-_ENVELOPE_AT: Final = tuple((1 << k, 8 * _SLOT * k) for k in range(len(_VIEWS)))
+# The views' array: first the four views' envelopes, view k's at 4 * k: its high and low
+# marks, and the references that lag them (reference high, reference low); then when each
+# view had its first signal (at _SINCE_S + k), and at which reading (at _SINCE_N + k), for
+# its own warm-up. The envelopes are read all at once (one call, into locals).
+_ENVELOPES: Final = struct.Struct(f"{4 * len(_VIEWS)}d")
+_SEASONAL_AT: Final = 4
+_MEAN_AT: Final = 8
+_VOLATILITY_AT: Final = 12
+_SINCE_S: Final = 4 * len(_VIEWS)
+_SINCE_N: Final = _SINCE_S + len(_VIEWS)
+# Bit k of the ``_started`` and ``_ready`` masks is view k. Per mask: its bits as booleans
+# (Python 3.11 runs tuple lookups faster than bit operations), and the views it lacks.
+_ALL_READY: Final = (1 << len(_VIEWS)) - 1
+_VIEW_FLAGS: Final = tuple(
+    tuple(bool(mask >> k & 1) for k in range(len(_VIEWS))) for mask in range(_ALL_READY + 1)
+)
+_NOT_READY: Final = tuple(
+    tuple(k for k in range(len(_VIEWS)) if not mask >> k & 1) for mask in range(_ALL_READY + 1)
+)
+# A reading count never reached (and still a small int, which compares fastest).
+_NEVER: Final = (1 << 30) - 1
 # The profiles' array: per bin, its mean and then the seconds of data it has seen; the
 # daily profile's 24 bins, then the weekly profile's 168.
 _WEEKLY_AT: Final = 2 * _DAILY_BINS
 
 # What learning a scored reading needs (``_learn``'s arguments): ts_s, value, score, hour,
-# daily bin, weekly bin, gap_s, whether the seasonal view has a signal, and the signals of
-# the seasonal, mean and volatility views.
-_Pending = tuple[float, float, float, int, int, int, float, bool, float, float, float]
+# the hour's daily and weekly bins, gap_s, whether the seasonal view has a signal, the
+# signals of the seasonal, mean and volatility views, and the envelopes as they were read.
+_Pending = tuple[
+    float, float, float, int, int, int, float, bool, float, float, float, tuple[float, ...]
+]
 
 
 class AnomalyParams(DetectorParams):
@@ -192,6 +200,7 @@ class AnomalyDetector:
         "_prev",
         "_profile",
         "_ready",
+        "_ready_check_n",
         "_season_cycles",
         "_started",
         "_suppress",
@@ -230,10 +239,9 @@ class AnomalyDetector:
         self._prev = 0.0
         self._mean = 0.0
         self._vol = 0.0
-        # Per view (see _SLOT): high mark, low mark, reference high, reference low (references
-        # lag marks), and when and at which reading it had its first signal, for its own
-        # warm-up; bit k of _started: view k has had a signal (its envelope is set).
-        self._views = array("d", bytes(8 * _SLOT * len(_VIEWS)))
+        # The views' envelopes and warm-ups (see _ENVELOPES); bit k of _started: view k has
+        # had a signal (its envelope is set; until then it is 0 and not read).
+        self._views = array("d", bytes(8 * (_SINCE_N + len(_VIEWS))))
         self._started = 0
         self._aged_ts = 0.0  # when the envelopes last aged
         self._profile = array("d", bytes(8 * 2 * (_DAILY_BINS + _WEEKLY_BINS)))
@@ -248,6 +256,7 @@ class AnomalyDetector:
         # Derived from the state on demand (warm-ups only ever complete); bit k: view k.
         self._warm = False
         self._ready = 0
+        self._ready_check_n = _NEVER  # see _first_ready_n()
         # What score_one worked out for the learn_one that follows it (see _evaluate), and
         # the latest score's outputs, for details().
         self._pending: _Pending | None = None
@@ -268,10 +277,7 @@ class AnomalyDetector:
         self._pending = None  # the next reading is evaluated afresh
         self._learn(*pending)
 
-    def update_one(self, ts_s: float, value: float) -> float:
-        return self._evaluate(ts_s, value, True)
-
-    def _evaluate(self, ts_s: float, value: float, learn: bool) -> float:
+    def _evaluate(self, ts_s: float, value: float, learn: bool = True) -> float:
         """The score of a reading; with ``learn``, then learn it (``update_one``), else keep
         what learning it needs for the ``learn_one`` that follows (``score_one``).
 
@@ -320,37 +326,56 @@ class AnomalyDetector:
                 step /= math.sqrt(gap_s / interval)
             vol = self._vol
             sig_vol = vol + gap_s / (self._vol_s + gap_s) * (step - vol)
-        # The score: how far the view that goes furthest is beyond its reference range.
+        # The score: how far the view that goes furthest is beyond its reference range, in
+        # widths of that range (most readings are within every range).
+        views = self._views
+        envelopes = _ENVELOPES.unpack_from(views)
         score = best = 0.0
         view = -1
         if self._warm or (n >= self._grace_n and ts_s - self._first_ts >= self._grace_s):
             self._warm = True
-            views = self._views
             ready = self._ready
-            floor = 1e-12 * (abs(views[_HI]) + abs(views[_LO])) + 1e-300
-            for k, signal in enumerate((value, sig_season, sig_mean, sig_vol)):
-                if k == 1 and not season:
-                    continue
-                at = _SLOT * k
-                if not ready >> k & 1:  # the view's own warm-up (it then stays warm)
+            if ready != _ALL_READY and n >= self._ready_check_n:
+                # The views' own warm-ups (a view then stays warm).
+                started = _VIEW_FLAGS[self._started]
+                for k in _NOT_READY[ready]:
                     if (
-                        not self._started >> k & 1
-                        or n - views[at + _SINCE_N] < self._grace_n
-                        or ts_s - views[at + _SINCE_S] < self._grace_s
+                        (k == 1 and not season)
+                        or not started[k]
+                        or n - views[_SINCE_N + k] < self._grace_n
+                        or ts_s - views[_SINCE_S + k] < self._grace_s
                     ):
                         continue
-                    ready = self._ready = ready | 1 << k
-                ref_hi = views[at + _REF_HI]
-                if signal > ref_hi:
-                    excess = (signal - ref_hi) / (ref_hi - views[at + _REF_LO] + floor)
-                else:
-                    ref_lo = views[at + _REF_LO]
-                    if signal >= ref_lo:
-                        continue
-                    excess = (ref_lo - signal) / (ref_hi - ref_lo + floor)
+                    ready |= 1 << k
+                self._ready = ready
+                self._ready_check_n = self._first_ready_n()
+            value_ready, season_ready, mean_ready, vol_ready = _VIEW_FLAGS[ready]
+            (
+                value_hi, value_lo, value_ref_hi, value_ref_lo,
+                _, _, season_ref_hi, season_ref_lo,
+                _, _, mean_ref_hi, mean_ref_lo,
+                _, _, vol_ref_hi, vol_ref_lo,
+            ) = envelopes  # fmt: skip
+            if value_ready and (value > value_ref_hi or value < value_ref_lo):
+                excess = _excess(value, value_ref_hi, value_ref_lo, value_hi, value_lo)
                 if excess > best:
-                    best = excess
-                    view = k
+                    best, view = excess, 0
+            if (
+                season_ready
+                and season
+                and (sig_season > season_ref_hi or sig_season < season_ref_lo)
+            ):
+                excess = _excess(sig_season, season_ref_hi, season_ref_lo, value_hi, value_lo)
+                if excess > best:
+                    best, view = excess, 1
+            if mean_ready and (sig_mean > mean_ref_hi or sig_mean < mean_ref_lo):
+                excess = _excess(sig_mean, mean_ref_hi, mean_ref_lo, value_hi, value_lo)
+                if excess > best:
+                    best, view = excess, 2
+            if vol_ready and (sig_vol > vol_ref_hi or sig_vol < vol_ref_lo):
+                excess = _excess(sig_vol, vol_ref_hi, vol_ref_lo, value_hi, value_lo)
+                if excess > best:
+                    best, view = excess, 3
             if view >= 0:
                 if best > _MAX_EXCESS:
                     best = _MAX_EXCESS
@@ -363,14 +388,18 @@ class AnomalyDetector:
         if learn:
             self._learn(
                 ts_s, value, score, hour, daily_at, weekly_at, gap_s, season, sig_season,
-                sig_mean, sig_vol,
+                sig_mean, sig_vol, envelopes,
             )  # fmt: skip
         else:
             self._pending = (
                 ts_s, value, score, hour, daily_at, weekly_at, gap_s, season, sig_season,
-                sig_mean, sig_vol,
+                sig_mean, sig_vol, envelopes,
             )  # fmt: skip
         return score
+
+    # score_one then learn_one, in one call (the live path's, for every reading): _evaluate
+    # itself, spared a call in between.
+    update_one = _evaluate
 
     def _learn(
         self,
@@ -385,6 +414,7 @@ class AnomalyDetector:
         sig_season: float,
         sig_mean: float,
         sig_vol: float,
+        envelopes: tuple[float, ...],
     ) -> None:
         """Learn a reading, given what ``_evaluate`` worked out for it."""
         n = self._n
@@ -394,35 +424,42 @@ class AnomalyDetector:
         suppress = self._suppress * self._suppress_s / (self._suppress_s + gap_s)
         self._suppress = score if score > suppress else suppress
         # Profiles learn and envelopes age once an hour (at the first reading of an hour).
+        views = self._views
         if hour != self._visit_hour:
             self._start_visit(ts_s, hour)
+            envelopes = _ENVELOPES.unpack_from(views)  # as aged
         # The envelopes' marks jump to any new extreme at once.
-        views = self._views
+        (
+            value_hi, value_lo, _, _,
+            season_hi, season_lo, _, _,
+            mean_hi, mean_lo, _, _,
+            vol_hi, vol_lo, _, _,
+        ) = envelopes  # fmt: skip
         if n == 0:
             self._aged_ts = ts_s
             self._start_view(0, value, ts_s)
             self._start_view(2, value, ts_s)
             self._start_view(3, 0.0, ts_s)
-        else:  # the value, mean and volatility views (0, 2, 3), written out: a hot path
-            if value > views[_HI]:
-                views[_HI] = value
-            elif value < views[_LO]:
-                views[_LO] = value
-            if sig_mean > views[2 * _SLOT + _HI]:
-                views[2 * _SLOT + _HI] = sig_mean
-            elif sig_mean < views[2 * _SLOT + _LO]:
-                views[2 * _SLOT + _LO] = sig_mean
-            if sig_vol > views[3 * _SLOT + _HI]:
-                views[3 * _SLOT + _HI] = sig_vol
-            elif sig_vol < views[3 * _SLOT + _LO]:
-                views[3 * _SLOT + _LO] = sig_vol
+        else:
+            if value > value_hi:
+                views[0] = value
+            elif value < value_lo:
+                views[1] = value
+            if sig_mean > mean_hi:
+                views[_MEAN_AT] = sig_mean
+            elif sig_mean < mean_lo:
+                views[_MEAN_AT + 1] = sig_mean
+            if sig_vol > vol_hi:
+                views[_VOLATILITY_AT] = sig_vol
+            elif sig_vol < vol_lo:
+                views[_VOLATILITY_AT + 1] = sig_vol
         if season:
-            if not self._started & 2:
+            if not _VIEW_FLAGS[self._started][1]:
                 self._start_view(1, sig_season, ts_s)
-            elif sig_season > views[_SLOT + _HI]:
-                views[_SLOT + _HI] = sig_season
-            elif sig_season < views[_SLOT + _LO]:
-                views[_SLOT + _LO] = sig_season
+            elif sig_season > season_hi:
+                views[_SEASONAL_AT] = sig_season
+            elif sig_season < season_lo:
+                views[_SEASONAL_AT + 1] = sig_season
         covered_s = gap_s if gap_s < _BIN_S else _BIN_S
         if covered_s == 0.0:  # the first reading, or a repeated timestamp
             covered_s = self._interval_s if 0.0 < self._interval_s < _BIN_S else 1.0
@@ -455,8 +492,7 @@ class AnomalyDetector:
             out["view"] = ""
             out["message"] = "within its usual range" if self._n else "no data yet"
             return out
-        at = _SLOT * view
-        ref_hi, ref_lo = self._views[at + _REF_HI], self._views[at + _REF_LO]
+        ref_hi, ref_lo = self._views[4 * view + 2], self._views[4 * view + 3]
         name = _VIEWS[view]
         out.update(view=name, reference_low=ref_lo, reference_high=ref_hi)
         out["message"] = (
@@ -468,7 +504,7 @@ class AnomalyDetector:
     def get_state(self) -> dict[str, JsonValue]:
         views, profile = self._views, self._profile
         env: list[JsonValue] = [
-            list(views[_SLOT * k : _SLOT * k + 4]) if self._started >> k & 1 else []
+            list(views[4 * k : 4 * k + 4]) if self._started >> k & 1 else []
             for k in range(len(_VIEWS))
         ]
         return {
@@ -481,8 +517,8 @@ class AnomalyDetector:
             "mean": self._mean,
             "vol": self._vol,
             "env": env,
-            "since": list(views[_SINCE_S :: _SLOT]),
-            "since_n": [int(count) for count in views[_SINCE_N :: _SLOT]],
+            "since": list(views[_SINCE_S:_SINCE_N]),
+            "since_n": [int(count) for count in views[_SINCE_N:]],
             "aged_ts": self._aged_ts,
             "daily": list(profile[0:_WEEKLY_AT:2]),
             "daily_s": list(profile[1:_WEEKLY_AT:2]),
@@ -550,19 +586,20 @@ class AnomalyDetector:
         self._visit_hour = visit_hour
         self._visit_n = visit_n
         (self._visit_sum, self._visit_s, self._visit_dev_d, self._visit_dev_w) = visit_floats
-        views = array("d", bytes(8 * _SLOT * len(_VIEWS)))
+        views = array("d", bytes(8 * (_SINCE_N + len(_VIEWS))))
         self._started = 0
         for k, marks in enumerate(env):
             if marks:
-                views[_SLOT * k : _SLOT * k + 4] = array("d", marks)
+                views[4 * k : 4 * k + 4] = array("d", marks)
                 self._started |= 1 << k
-            views[_SLOT * k + _SINCE_S] = since[k]
-            views[_SLOT * k + _SINCE_N] = since_n[k]
+            views[_SINCE_S + k] = since[k]
+            views[_SINCE_N + k] = since_n[k]
         self._views = views
         self._aged_ts = aged_ts
         self._profile = profile
         self._warm = False
         self._ready = 0
+        self._ready_check_n = self._first_ready_n()
         self._pending = None
         self._last_score = self._last_excess = 0.0
         self._last_view = -1
@@ -570,12 +607,22 @@ class AnomalyDetector:
     # -- internals -----------------------------------------------------------------------
 
     def _start_view(self, k: int, signal: float, ts_s: float) -> None:
-        at = _SLOT * k
         views = self._views
-        views[at + _HI] = views[at + _LO] = views[at + _REF_HI] = views[at + _REF_LO] = signal
-        views[at + _SINCE_S] = ts_s
-        views[at + _SINCE_N] = self._n
+        views[4 * k : 4 * k + 4] = array("d", (signal, signal, signal, signal))
+        views[_SINCE_S + k] = ts_s
+        views[_SINCE_N + k] = self._n
         self._started |= 1 << k
+        self._ready_check_n = self._first_ready_n()
+
+    def _first_ready_n(self) -> int:
+        """The reading count before which no view that is warming up can be warm: each needs
+        ``grace_readings`` since its first signal (a view yet to start: later than that)."""
+        first = _NEVER
+        started = _VIEW_FLAGS[self._started]
+        for k in _NOT_READY[self._ready]:
+            if started[k]:
+                first = min(first, int(self._views[_SINCE_N + k]) + self._grace_n)
+        return first
 
     def _age_envelopes(self, ts_s: float) -> None:
         """Let the time since the last call act on the envelopes (done once an hour): the
@@ -590,18 +637,41 @@ class AnomalyDetector:
         # The references follow the marks slowly: a new extreme is news until it has been
         # part of the envelope for a while, however the view wanders meanwhile.
         accept = elapsed_s / (self._accept_s + elapsed_s)
-        views = self._views
-        started = self._started
-        for bit, offset in _ENVELOPE_AT:
-            if started & bit:
-                hi, lo, ref_hi, ref_lo = _ENVELOPE.unpack_from(views, offset)
-                shrink = relax * (hi - lo)
-                hi -= shrink
-                lo += shrink
-                _ENVELOPE.pack_into(
-                    views, offset, hi, lo, ref_hi + accept * (hi - ref_hi),
-                    ref_lo + accept * (lo - ref_lo),
-                )  # fmt: skip
+        # All four envelopes at once, written out: one that has not started is 0 and stays
+        # so (and is set in full when it starts).
+        (
+            value_hi, value_lo, value_ref_hi, value_ref_lo,
+            season_hi, season_lo, season_ref_hi, season_ref_lo,
+            mean_hi, mean_lo, mean_ref_hi, mean_ref_lo,
+            vol_hi, vol_lo, vol_ref_hi, vol_ref_lo,
+        ) = _ENVELOPES.unpack_from(self._views)  # fmt: skip
+        shrink = relax * (value_hi - value_lo)
+        value_hi -= shrink
+        value_lo += shrink
+        shrink = relax * (season_hi - season_lo)
+        season_hi -= shrink
+        season_lo += shrink
+        shrink = relax * (mean_hi - mean_lo)
+        mean_hi -= shrink
+        mean_lo += shrink
+        shrink = relax * (vol_hi - vol_lo)
+        vol_hi -= shrink
+        vol_lo += shrink
+        _ENVELOPES.pack_into(
+            self._views, 0,
+            value_hi, value_lo,
+            value_ref_hi + accept * (value_hi - value_ref_hi),
+            value_ref_lo + accept * (value_lo - value_ref_lo),
+            season_hi, season_lo,
+            season_ref_hi + accept * (season_hi - season_ref_hi),
+            season_ref_lo + accept * (season_lo - season_ref_lo),
+            mean_hi, mean_lo,
+            mean_ref_hi + accept * (mean_hi - mean_ref_hi),
+            mean_ref_lo + accept * (mean_lo - mean_ref_lo),
+            vol_hi, vol_lo,
+            vol_ref_hi + accept * (vol_hi - vol_ref_hi),
+            vol_ref_lo + accept * (vol_lo - vol_ref_lo),
+        )  # fmt: skip
 
     def _start_visit(self, ts_s: float, hour: int) -> None:
         """Fold the hour that ended into the profiles, age the envelopes, and start
@@ -672,6 +742,15 @@ def _fold_bin(
     profile[at] += weight * delta
     if have_s < 1e12:
         profile[at + 1] = have_s + covered_s
+
+
+def _excess(signal: float, ref_hi: float, ref_lo: float, value_hi: float, value_lo: float) -> float:
+    """How far ``signal`` (outside the reference range) is beyond it, in widths of it; the
+    width has a floor relative to the value view's marks, so that it is never 0."""
+    floor = 1e-12 * (abs(value_hi) + abs(value_lo)) + 1e-300
+    if signal > ref_hi:
+        return (signal - ref_hi) / (ref_hi - ref_lo + floor)
+    return (ref_lo - signal) / (ref_hi - ref_lo + floor)
 
 
 def _count(value: JsonValue) -> int:
