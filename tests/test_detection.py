@@ -10,7 +10,9 @@ import pytest
 from sitewatch.collector.catalog import SensorCatalog
 from sitewatch.collector.config import CollectorConfigError, parse_config
 from sitewatch.collector.decisions import Decision
-from sitewatch.collector.detection import Detection
+from sitewatch.collector.detection import SCORE_FLOOR, SCORE_REFRESH_S, SCORE_STEP, Detection
+from sitewatch.collector.detectors import build_detector
+from sitewatch.collector.detectors.threshold import ThresholdParams
 from sitewatch.collector.policy import AlertPolicy
 from sitewatch.collector.rules import DetectionConfig, PolicyConfig, RuleSet
 from sitewatch.wire import TelemetryMessage
@@ -153,6 +155,35 @@ def test_threshold_fires_after_its_duration_and_resolves_below_the_clear_level()
     assert anomaly and "field=temperature_c" in anomaly[0] and "zone=cold-room" in anomaly[0]
     # Scores are written while above 0 and once more when they return to 0.
     assert anomaly[-1].split(" ")[1].startswith("score=0.0")
+
+
+def test_a_score_held_high_writes_a_point_a_minute_and_every_change() -> None:
+    detection = Detection(_config(COLD_ROOM_RULE), _catalog(zone="cold-room"))
+    # Twenty minutes above 8 °C at a reading a second: the threshold's score rises over its
+    # for-duration, then holds at 1; then back to normal.
+    values = [4.0] * 5 + [9.0] * 1200 + [4.0] * 3
+    lines = _feed(detection, values, step_s=1.0)
+    points = [
+        (int(line.rsplit(" ", 1)[1]) / 1000 - T0_S,
+         float(line.split(" ")[1].split(",")[0].removeprefix("score=")))
+        for line in lines if line.startswith("anomaly,")
+    ]  # fmt: skip
+    # The same detector alone gives the score of every reading.
+    alone = build_detector("threshold", ThresholdParams(above=8.0, clear_above=7.0, for_s=600.0))
+    for i, value in enumerate(values):
+        ts_s = T0_S + i
+        score = alone.score_one(ts_s, value)
+        alone.learn_one(ts_s, value)
+        if score < SCORE_FLOOR:
+            continue
+        # Every high score is shown by the latest point: within SCORE_STEP, or at most
+        # SCORE_REFRESH_S old.
+        shown = [p for p in points if p[0] <= i]
+        assert shown, i
+        at_s, written = shown[-1]
+        assert abs(written - score) < SCORE_STEP or i - at_s < SCORE_REFRESH_S, (i, score)
+    assert len(points) < 100  # not one per reading (1,200 high ones)
+    assert points[-1][1] == 0.0  # the run of high scores is closed by a 0
 
 
 def test_restart_mid_duration_neither_forgets_nor_restarts_the_pending_time() -> None:

@@ -4,10 +4,10 @@
 reading's fields are looked up in the rules (once per sensor, again when its labels change);
 every bound detector scores the value and then learns it, and its policy turns the score
 into a decision. It returns the lines to store with the message itself: ``anomaly`` points
-(per scored field, while any detector scores ``SCORE_FLOOR`` or more, and one more when
-they fall back) and an
-``alerts`` point per decision. ``tick(now_s)`` lets detectors that watch for the absence of
-data (silence, a door left open) score the passing time.
+(per scored field, while any detector scores ``SCORE_FLOOR`` or more: when the top score
+moves by ``SCORE_STEP`` or ``SCORE_REFRESH_S`` after the last point, and one more when they
+fall back) and an ``alerts`` point per decision. ``tick(now_s)`` lets detectors that watch
+for the absence of data (silence, a door left open) score the passing time.
 
 Readings older than the newest one already scored for a stream (a redelivery, or a backlog
 replayed after a live reading) are stored but not scored: learning them out of order would
@@ -50,6 +50,12 @@ _DERIVED = frozenset({"reading", "dew_point_c", "dew_point_margin_c"})
 SCORE_FLOOR = 0.1
 """Scores below this are normal noise: not written to ``anomaly`` (a point at 0 closes a run
 of higher scores), so quiet streams cost no extra points in InfluxDB."""
+SCORE_STEP = 0.05
+SCORE_REFRESH_S = 60.0
+"""While a stream scores above the floor, a point is written when its top score has moved by
+``SCORE_STEP`` since the last point, or ``SCORE_REFRESH_S`` seconds (of reading time) after
+it: a sensor stuck for days at one reading a second writes a point a minute, not 86,400 a
+day, and a chart drawn as steps stays within 0.05 of every score."""
 
 
 _ABILITIES: dict[type, tuple[bool, bool, bool, bool]] = {}
@@ -137,7 +143,8 @@ class _Stream:
     """One field of one sensor and the detectors watching it."""
 
     __slots__ = (
-        "field", "last_ts_s", "last_value", "reported", "scan", "tags", "watches",
+        "field", "last_ts_s", "last_value", "reported", "reported_ts_s", "scan", "tags",
+        "watches",
     )  # fmt: skip
 
     def __init__(self, field: str, tags: str, watches: list[_Watch]) -> None:
@@ -147,7 +154,10 @@ class _Stream:
         self.scan = tuple(watches)  # for observe: one compact object to walk per value
         self.last_ts_s = float("-inf")
         self.last_value: float | None = None
-        self.reported = False  # the last anomaly point written for it had a score above 0
+        # The top score of the last anomaly point written for it, and when; -1.0: none since
+        # the stream last scored below SCORE_FLOOR.
+        self.reported = -1.0
+        self.reported_ts_s = 0.0
 
 
 class _Sensor:
@@ -325,9 +335,17 @@ class Detection:
                                                 value, score)
                             if line is not None:
                                 out.append(line)
-                if (top >= SCORE_FLOOR or stream.reported) and write_scores:
-                    out.append(self._anomaly_line(stream, top, reading.ts))
-                    stream.reported = top >= SCORE_FLOOR
+                if (top >= SCORE_FLOOR or stream.reported >= 0.0) and write_scores:
+                    if top < SCORE_FLOOR:  # the run of scores ends: say so
+                        out.append(self._anomaly_line(stream, top, reading.ts))
+                        stream.reported = -1.0
+                    elif (
+                        abs(top - stream.reported) >= SCORE_STEP
+                        or ts_s - stream.reported_ts_s >= SCORE_REFRESH_S
+                    ):
+                        out.append(self._anomaly_line(stream, top, reading.ts))
+                        stream.reported = top
+                        stream.reported_ts_s = ts_s
         self.scored_values += scored
         self.late_values += late
         return out
