@@ -17,6 +17,10 @@ readings / (time until InfluxQL counts all of them − first publish).
 Latency: the collector alone, at a fixed ``--latency-rate`` readings/s (default 10,000) for
 ``--latency-s`` seconds; publish → queryable by InfluxQL, p50 and p99.
 
+``--home-assistant`` adds a third collector run: detection off, Home Assistant discovery on
+(``home_assistant.enabled``), every flooded device announced first by a retained birth, so
+each reading also updates the state the collector publishes for Home Assistant.
+
 Targets on the 2-core machine: collector without detection ≥ 100,000 readings/s with 50
 readings per message, ratio to baseline ≥ 0.6, p99 publish → queryable ≤ 2 s at 10,000
 readings/s (latency measured with detection on); with detection on, ratio ≥ 0.5.
@@ -175,8 +179,29 @@ def _throughput(
     return total / (done - started)
 
 
+def _births(broker: Mosquitto, tag: str, readings: int) -> None:
+    """Retained births for the flood's devices, their sensors ``s0``… as the flood names them."""
+    for d in range(DEVICES):
+        device = f"{tag}-{d}"
+        birth = {
+            "v": 1, "site": "bench", "device": device, "boot_id": secrets.token_hex(8),
+            "seq": 0, "state": "online", "ts": int(time.time() * 1000), "agent_version": "bench",
+            "sensors": [
+                {"id": f"s{i}", "driver": "simulated", "fields": ["temperature_c", "humidity_pct"],
+                 "interval_s": 10.0, "labels": {}}
+                for i in range(readings)
+            ],
+        }
+        subprocess.run(
+            ["mosquitto_pub", "-h", "127.0.0.1", "-p", str(broker.port), "-q", "1", "-r",
+             "-t", f"sitewatch/v1/bench/{device}/status", "-m", json.dumps(birth)],
+            check=True,
+        )
+
+
 def _collector_config(
-    workdir: Path, broker: Mosquitto, influx: Influxd, db: str, detection: bool
+    workdir: Path, broker: Mosquitto, influx: Influxd, db: str, detection: bool,
+    home_assistant: bool = False,
 ) -> Path:
     config = {
         "mqtt": {"host": "127.0.0.1", "port": broker.port, "client_id": f"collector-{db}"},
@@ -184,6 +209,7 @@ def _collector_config(
         "state_dir": str(workdir / f"state-{db}"),
         "metrics": {"enabled": False},
         "detection": {"enabled": detection},
+        "home_assistant": {"enabled": home_assistant},
     }
     path = workdir / f"collector-{db}.yaml"
     path.write_text(yaml.safe_dump(config))
@@ -255,6 +281,8 @@ def main() -> int:
     parser.add_argument("--readings", type=int, default=50)
     parser.add_argument("--latency-rate", type=float, default=10_000.0)
     parser.add_argument("--latency-s", type=float, default=20.0)
+    parser.add_argument("--home-assistant", action="store_true",
+                        help="also run the collector with Home Assistant discovery on")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="sitewatch-ingest-") as tmp:
         workdir = Path(tmp)
@@ -283,9 +311,14 @@ def main() -> int:
             baseline.wait(10)
 
             rates = {}
-            for db, detection in (("plain", False), ("detect", True)):
+            runs = [("plain", False, False), ("detect", True, False)]
+            if args.home_assistant:
+                runs.append(("hass", False, True))
+            for db, detection, home_assistant in runs:
                 influx.create_database(db)
-                config = _collector_config(workdir, broker, influx, db, detection)
+                if home_assistant:
+                    _births(broker, db[:4], args.readings)
+                config = _collector_config(workdir, broker, influx, db, detection, home_assistant)
                 collector = _start_collector(config)
                 status = workdir / f"state-{db}" / "status.json"
                 wait_until(
@@ -295,7 +328,8 @@ def main() -> int:
                     "the collector's subscription",
                 )
                 rates[db] = _throughput(influx, broker, db, db[:4], args)
-                print(f"collector, detection {'on' if detection else 'off'}: "
+                print(f"collector, detection {'on' if detection else 'off'}"
+                      f"{', home assistant on' if home_assistant else ''}: "
                       f"{rates[db]:,.0f} readings/s", flush=True)
                 if detection:
                     latencies = sorted(_latency(influx, broker, db, args))
@@ -316,6 +350,10 @@ def main() -> int:
           f"ratio {plain / base_rate:.2f}")
     print(f"  collector, detection on       {detect:>10,.0f} readings/s  "
           f"ratio {detect / base_rate:.2f}")
+    if "hass" in rates:
+        hass = rates["hass"]
+        print(f"  collector, home assistant on  {hass:>10,.0f} readings/s  "
+              f"ratio {hass / base_rate:.2f} (detection off; {hass / plain:.2f} × without)")
     print(
         f"  latency at {args.latency_rate:,.0f} readings/s for {args.latency_s:.0f} s: "
         f"p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms (publish → queryable by InfluxQL)"

@@ -8,6 +8,7 @@ field's path (``sensors[1].pin``, ``influx.token_file``), never with a traceback
 from __future__ import annotations
 
 import os
+import reprlib
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ __all__ = [
     "load_yaml",
     "readable",
     "secret_file_issues",
+    "shown_value",
     "validate",
 ]
 
@@ -67,6 +69,8 @@ def _format_location(location: tuple[int | str, ...], union_tags: Collection[str
     for index, part in enumerate(location):
         if isinstance(part, int):
             text += f"[{part}]"
+        elif not part:
+            text += '[""]'  # a key written as an empty string (``"": 1``)
         elif isinstance(previous, int) and part in union_tags:
             pass  # a discriminated union's tag: not a key the user wrote
         elif part.startswith("function-") or (index > 0 and part in ("bool", "str")):
@@ -90,11 +94,25 @@ def issues_from(error: ValidationError, union_tags: Collection[str] = ()) -> lis
         if rest and " " not in head and ("[" in head or "." in head):
             path, message = head, rest
         if entry["type"] not in ("missing", "value_error", "extra_forbidden") and "input" in entry:
-            message += f" (got {entry['input']!r})"
+            message += f" (got {shown_value(entry['input'])})"
         if entry["type"] == "extra_forbidden":
             message = "unknown key"
         issues.append(ConfigIssue(path, message))
     return issues
+
+
+_SHOWN = reprlib.Repr()
+_SHOWN.maxstring = _SHOWN.maxother = _SHOWN.maxlong = 60
+_SHOWN.maxlevel = 3
+
+
+def shown_value(value: Any) -> str:
+    """A short ``repr`` of a wrong value for a message: long strings and numbers cut, deep
+    nesting elided (a plain ``repr`` raises for an integer of more than 4300 digits)."""
+    try:
+        return _SHOWN.repr(value)
+    except (ValueError, RecursionError):
+        return f"a {type(value).__name__}"
 
 
 Model = TypeVar("Model", bound=BaseModel)
@@ -131,12 +149,20 @@ def load_yaml(path: Path | str, error: type[ConfigError] = ConfigError) -> tuple
     """
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as problem:
         raise error.single("", f"cannot read {path}: {problem.strerror}", str(path)) from None
+    except UnicodeDecodeError as problem:
+        raise error.single(
+            "", f"not UTF-8 text (byte {problem.start}): save the file as UTF-8", str(path)
+        ) from None
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError as problem:
+        raise error.single("", f"not valid YAML: {problem}", str(path)) from None
+    except RecursionError:
+        raise error.single("", "not valid YAML: nested too deeply", str(path)) from None
+    except ValueError as problem:  # an integer of more than 4300 digits
         raise error.single("", f"not valid YAML: {problem}", str(path)) from None
     if not isinstance(data, dict):
         raise error.single("", "the file must be a YAML mapping of keys", str(path))
@@ -149,7 +175,7 @@ def readable(path: Path) -> bool:
     try:
         with path.open("rb") as handle:
             handle.read(1)
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL byte in the name
         return False
     return True
 
@@ -189,6 +215,8 @@ class TlsConfig(Section):
     ``cert_file``/``key_file`` give this client a certificate."""
 
     enabled: bool = False
+    """TLS on (``tls: true`` is short for ``tls: {enabled: true}``); the broker's certificate
+    is always verified, against ``ca_file`` and for the name in ``host``."""
     ca_file: Path | None = None
     cert_file: Path | None = None
     key_file: Path | None = None
@@ -213,13 +241,18 @@ class BrokerConfig(Section):
     """
 
     host: Annotated[str, Field(min_length=1)]
+    """The broker's name or address; with TLS, a name its certificate is issued for."""
     port: Annotated[int, Field(ge=1, le=65535)] = 1883
+    """1883 is MQTT's port without TLS, 8883 the usual one with TLS."""
     client_id: Annotated[str, Field(min_length=1, max_length=128)] | None = None
     username: str | None = None
+    """The login on the broker (default: none, for a broker that allows anonymous clients)."""
     password_file: Path | None = None
     password_env: EnvName | None = None
     tls: TlsConfig = Field(default_factory=TlsConfig)
     keepalive_s: Annotated[int, Field(ge=5, le=3600)] = 30
+    """MQTT keepalive: the broker declares the client gone (and publishes an agent's
+    ``offline`` last will) after about 1.5 × this without traffic."""
 
     @model_validator(mode="after")
     def _one_secret_source(self) -> BrokerConfig:

@@ -5,7 +5,13 @@ reads sitewatch traffic (the collector, Node-RED, Home Assistant, a test) can re
 
 - Topics are ``sitewatch/v1/<site>/<device>/<kind>`` with kind ``telemetry`` (QoS1, a batch
   of readings and, once a minute, the agent's health), ``event`` (QoS1, state changes and
-  sensor faults) or ``status`` (retained; birth ``online``, last will ``offline``).
+  sensor faults), ``status`` (retained; birth ``online``, last will ``offline``) or ``skip``
+  (QoS1, rare: seqs the agent will never send, see ``SkipMessage``).
+- The collector answers each device on ``sitewatch/v1/<site>/ack/<device>`` (QoS1,
+  retained): the highest ``seq`` up to which everything of a boot is durably stored
+  (``AckMessage``). The agent keeps each message until that confirmation covers it, since a
+  broker's PUBACK does not mean the message is on disk. The device id ``ack`` is therefore
+  reserved.
 - Every message carries ``v`` (the payload version), ``site``, ``device``, ``boot_id`` (new at
   each agent start) and ``seq`` (monotonic per boot, shared by telemetry and events, so a
   receiver can count gaps and duplicates per ``(device, boot_id)``).
@@ -32,16 +38,20 @@ with a reason fit for a dead-letter log.
 from __future__ import annotations
 
 import operator
+import reprlib
 from enum import StrEnum
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 __all__ = [
+    "ACK_LEVEL",
+    "DEVICE_KINDS",
     "MAX_PAYLOAD_BYTES",
     "MEASUREMENT_FIELDS",
     "TOPIC_ROOT",
     "WIRE_VERSION",
+    "AckMessage",
     "Event",
     "EventMessage",
     "EventType",
@@ -50,6 +60,7 @@ __all__ = [
     "Quality",
     "Reading",
     "SensorInfo",
+    "SkipMessage",
     "StatusMessage",
     "TelemetryMessage",
     "TopicParts",
@@ -87,6 +98,9 @@ TimestampMs = Annotated[int, Field(ge=0, le=32503680000000)]
 
 NonNegative = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 
+Count = Annotated[int, Field(ge=0, le=2**63 - 1)]
+"""A count or a seq: at most InfluxDB's largest integer (signed 64-bit), so it can be stored."""
+
 
 class WireError(ValueError):
     """A topic or payload that does not follow the contract; ``reason`` says why."""
@@ -97,11 +111,22 @@ class WireError(ValueError):
 
 
 class Kind(StrEnum):
-    """The last topic level: what a message is."""
+    """What a message is: the last topic level of what agents publish; ``ack`` (the
+    collector's) is the level after the site instead (``topic``)."""
 
     TELEMETRY = "telemetry"
     EVENT = "event"
     STATUS = "status"
+    SKIP = "skip"
+    ACK = "ack"
+
+
+DEVICE_KINDS: tuple[Kind, ...] = (Kind.TELEMETRY, Kind.EVENT, Kind.STATUS, Kind.SKIP)
+"""The kinds an agent publishes (on its own topics); it only reads its ``ack`` topic."""
+
+ACK_LEVEL = Kind.ACK.value
+"""The topic level after the site that marks the collector's confirmations; no device may
+carry this id."""
 
 
 class Quality(StrEnum):
@@ -230,14 +255,14 @@ class Health(_Strict):
 
     ts: TimestampMs | None = None
     uptime_s: NonNegative
-    produced: Annotated[int, Field(ge=0)]
-    acked: Annotated[int, Field(ge=0)]
-    outbox_messages: Annotated[int, Field(ge=0)]
-    outbox_readings: Annotated[int, Field(ge=0)]
-    outbox_bytes: Annotated[int, Field(ge=0)]
-    dropped_readings: Annotated[int, Field(ge=0)]
-    dropped_events: Annotated[int, Field(ge=0)]
-    read_errors: dict[str, dict[str, int]] = Field(default_factory=dict)
+    produced: Count
+    acked: Count
+    outbox_messages: Count
+    outbox_readings: Count
+    outbox_bytes: Count
+    dropped_readings: Count
+    dropped_events: Count
+    read_errors: dict[str, dict[str, Count]] = Field(default_factory=dict)
     time_synced: bool | None = None
 
 
@@ -246,7 +271,7 @@ class _Envelope(_Strict):
     site: Identifier
     device: Identifier
     boot_id: Annotated[str, Field(pattern=r"^[0-9a-f]{8,32}$")]
-    seq: Annotated[int, Field(ge=0)]
+    seq: Count
 
 
 class TelemetryMessage(_Envelope):
@@ -295,12 +320,59 @@ class StatusMessage(_Envelope):
     sensors: list[SensorInfo] = Field(default_factory=list)
 
 
-Message = TelemetryMessage | EventMessage | StatusMessage
+class SkipMessage(_Strict):
+    """The agent's word that seqs of boot ``boot_id`` below ``held_from`` will never be sent.
 
-_MODEL_FOR_KIND: dict[Kind, type[TelemetryMessage] | type[EventMessage] | type[StatusMessage]] = {
+    Published (QoS1, not retained, not through the outbox) when a confirmation shows the
+    collector waiting for a seq the agent no longer holds: it dropped it for the outbox's caps
+    (counted as dropped), or released it to the broker without confirmation (fallback, see
+    ``sitewatch.agent.confirm``). The collector then stops waiting for them, so its
+    confirmations can move past the hole. Only agents that receive confirmations send it.
+    ``ts``: when it was sent (ms).
+    """
+
+    v: Literal[1] = WIRE_VERSION
+    site: Identifier
+    device: Identifier
+    boot_id: Annotated[str, Field(pattern=r"^[0-9a-f]{8,32}$")]
+    held_from: Annotated[int, Field(ge=1)]
+    ts: TimestampMs
+
+
+class AckMessage(_Strict):
+    """The collector's end-to-end confirmation for one boot of one device.
+
+    Every data message of boot ``boot_id`` with ``seq <= durable_seq`` is durable: written to
+    InfluxDB or to the collector's on-disk spool (or dead-lettered with its reason, which no
+    resend can change). The agent deletes such messages from its outbox. Published QoS1 and
+    retained on ``sitewatch/v1/<site>/ack/<device>``, at most about once a second per device
+    while data arrives (also when ``durable_seq`` did not move: the agent then knows the
+    collector is waiting for ``durable_seq + 1``). ``ts``: when it was sent (ms).
+    """
+
+    v: Literal[1] = WIRE_VERSION
+    site: Identifier
+    device: Identifier
+    boot_id: Annotated[str, Field(pattern=r"^[0-9a-f]{8,32}$")]
+    durable_seq: Annotated[int, Field(ge=0)]
+    ts: TimestampMs
+
+
+Message = TelemetryMessage | EventMessage | StatusMessage | SkipMessage | AckMessage
+
+_ModelType = (
+    type[TelemetryMessage]
+    | type[EventMessage]
+    | type[StatusMessage]
+    | type[SkipMessage]
+    | type[AckMessage]
+)
+_MODEL_FOR_KIND: dict[Kind, _ModelType] = {
     Kind.TELEMETRY: TelemetryMessage,
     Kind.EVENT: EventMessage,
     Kind.STATUS: StatusMessage,
+    Kind.SKIP: SkipMessage,
+    Kind.ACK: AckMessage,
 }
 _KIND_FOR_MODEL = {model: kind for kind, model in _MODEL_FOR_KIND.items()}
 
@@ -316,7 +388,14 @@ class TopicParts(BaseModel):
 
 
 def topic(site: str, device: str, kind: Kind) -> str:
-    """The topic for a device's messages of one kind."""
+    """The topic for a device's messages of one kind.
+
+    ``ack`` topics put the kind before the device (``sitewatch/v1/<site>/ack/<device>``), so
+    one ACL line can let every device read its own and nothing else, and no device's own
+    subtree holds its confirmations.
+    """
+    if kind is Kind.ACK:
+        return f"{TOPIC_ROOT}/{site}/{ACK_LEVEL}/{device}"
     return f"{TOPIC_ROOT}/{site}/{device}/{kind.value}"
 
 
@@ -326,7 +405,10 @@ def topic_for(message: Message) -> str:
 
 
 def subscription(site: str = "+", kind: Kind | None = None) -> str:
-    """A topic filter for all devices' messages (of one kind, or all kinds)."""
+    """A topic filter for all devices' messages (of one kind, or all kinds; all kinds
+    includes the collector's ``ack`` topics, which have as many levels)."""
+    if kind is Kind.ACK:
+        return f"{TOPIC_ROOT}/{site}/{ACK_LEVEL}/+"
     return f"{TOPIC_ROOT}/{site}/+/{kind.value if kind else '+'}"
 
 
@@ -336,10 +418,14 @@ def parse_topic(name: str) -> TopicParts:
     if len(parts) != 5 or "/".join(parts[:2]) != TOPIC_ROOT:
         raise WireError(f"topic {name!r} is not {TOPIC_ROOT}/<site>/<device>/<kind>")
     site, device, kind = parts[2], parts[3], parts[4]
+    if device == ACK_LEVEL:
+        return TopicParts(site=site, device=kind, kind=Kind.ACK)
     try:
         parsed_kind = Kind(kind)
     except ValueError:
         raise WireError(f"topic {name!r}: unknown kind {kind!r}") from None
+    if parsed_kind is Kind.ACK:
+        raise WireError(f"topic {name!r}: confirmations go to {TOPIC_ROOT}/<site>/ack/<device>")
     return TopicParts(site=site, device=device, kind=parsed_kind)
 
 
@@ -359,8 +445,11 @@ def _reason(error: ValidationError) -> str:
     version = next((e for e in errors if e["loc"] == ("v",)), None)
     if version is not None:
         got = version["input"] if version["type"] != "missing" else None
-        return f"unknown payload version {got!r}; expected {WIRE_VERSION}"
+        # reprlib: the sender's value, cut short (it goes to logs and the dead-letter topic)
+        return f"unknown payload version {reprlib.repr(got)}; expected {WIRE_VERSION}"
     location = ".".join(str(part) for part in first["loc"])
+    if len(location) > 120:  # an unknown key is the sender's text, of any length
+        location = location[:120] + "…"
     more = f" (+{len(errors) - 1} more)" if len(errors) > 1 else ""
     return f"{location or 'payload'}: {first['msg']}{more}"
 
@@ -400,7 +489,13 @@ def parse_message(
 
 def _newest_ts(message: Message) -> int | None:
     if isinstance(message, TelemetryMessage):
-        return max((r.ts for r in message.readings), default=None)
+        newest = max((r.ts for r in message.readings), default=None)
+        health_ts = message.health.ts if message.health is not None else None
+        if health_ts is not None and (newest is None or health_ts > newest):
+            return health_ts  # the device_health point is stamped with it
+        return newest
     if isinstance(message, EventMessage):
         return max(e.ts for e in message.events)
-    return message.ts
+    if isinstance(message, StatusMessage):
+        return message.ts
+    return None  # skip and ack: ``ts`` only says when they were sent; nothing is stored

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -166,3 +167,14 @@ def smtp() -> Iterator[tuple[Inbox, int]]:
         yield inbox, port
     finally:
         controller.stop()
+
+
+@pytest.fixture
+def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Processes a test starts (agents, collectors): killed at its end if still running."""
+    running: list[subprocess.Popen[bytes]] = []
+    yield running
+    for proc in running:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -3,6 +3,11 @@
 The agent runs as its own process (``sitewatch-agent run``), exactly as systemd starts it,
 with simulated sensors. A probe subscribes to everything; ``sitewatch-agent status --json``
 gives the agent's own accounting.
+
+No collector runs here, so no end-to-end confirmation ever comes: the agents run with
+``delivery.confirm_timeout_s: 1`` and, one second after connecting, fall back to deleting on
+the broker's PUBACK, which is what these tests are about (and what an agent does beside a
+collector without confirmations). ``tests/test_end_to_end_ack.py`` covers confirmations.
 """
 
 from __future__ import annotations
@@ -40,6 +45,10 @@ EQUIPMENT = [
 ]
 
 
+NO_COLLECTOR = {"confirm_timeout_s": 1}
+"""``delivery`` for agents without a collector: fall back to the PUBACK after a second."""
+
+
 def data_messages(probe: Probe) -> list[TelemetryMessage | EventMessage]:
     out = []
     for received in probe.snapshot():
@@ -72,7 +81,7 @@ def test_agent_every_message_follows_the_wire_contract(
     mosquitto: Mosquitto, write_agent_config, agents, tmp_path: Path  # type: ignore[no-untyped-def]
 ) -> None:
     probe = Probe(mosquitto.host, mosquitto.port)
-    config = write_agent_config(mosquitto.port, sensors=EQUIPMENT)
+    config = write_agent_config(mosquitto.port, sensors=EQUIPMENT, delivery=NO_COLLECTOR)
     agents.append(start_agent(config, tmp_path / "agent.log"))
     wait_until(
         lambda: any(isinstance(m, EventMessage) for m in data_messages(probe))
@@ -124,7 +133,7 @@ def test_agent_broker_down_30s_delivers_everything_once(
     mosquitto: Mosquitto, write_agent_config, agents, tmp_path: Path  # type: ignore[no-untyped-def]
 ) -> None:
     probe = Probe(mosquitto.host, mosquitto.port, persistent=True)
-    config = write_agent_config(mosquitto.port)
+    config = write_agent_config(mosquitto.port, delivery=NO_COLLECTOR)
     agents.append(start_agent(config, tmp_path / "agent.log"))
     wait_until(lambda: status(config)["acked"] >= 20, 30, "readings flowing")
 
@@ -173,7 +182,7 @@ def test_agent_sigkill_loses_no_committed_reading(
     mosquitto: Mosquitto, write_agent_config, agents, tmp_path: Path  # type: ignore[no-untyped-def]
 ) -> None:
     probe = Probe(mosquitto.host, mosquitto.port, persistent=True)
-    config = write_agent_config(mosquitto.port, mqtt={"max_inflight": 5})
+    config = write_agent_config(mosquitto.port, mqtt={"max_inflight": 5}, delivery=NO_COLLECTOR)
     agents.append(start_agent(config, tmp_path / "agent-1.log"))
     wait_until(lambda: status(config)["acked"] >= 50, 30, "readings flowing")
     mosquitto.stop()  # let a backlog build up, so the crash leaves committed, unsent rows
@@ -210,7 +219,7 @@ def test_agent_tiny_outbox_stays_within_cap_and_counts_drops(
 ) -> None:
     cap = 8192
     mosquitto.stop()  # the broker is down from the start
-    config = write_agent_config(mosquitto.port, outbox={"max_bytes": cap})
+    config = write_agent_config(mosquitto.port, outbox={"max_bytes": cap}, delivery=NO_COLLECTOR)
     agents.append(start_agent(config, tmp_path / "agent.log"))
     wait_until(lambda: status(config)["dropped"] >= 100, 30,
                "drops once the outbox is full")

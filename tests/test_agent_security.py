@@ -122,7 +122,10 @@ def retries(log: Path) -> int:
 
 
 def delivering(config: Path, probe: Probe, device: str, env: dict[str, str] | None = None) -> bool:
-    return status(config, env)["acked"] > 0 and readings_from(probe, device) > 0
+    """The broker acknowledged readings (no collector here to confirm them: they wait in the
+    outbox as unconfirmed until the agent falls back) and the probe got some."""
+    stats = status(config, env)
+    return stats["acked"] + stats["unconfirmed"] > 0 and readings_from(probe, device) > 0
 
 
 def refused_repeatedly(config: Path, log: Path) -> bool:

@@ -207,6 +207,32 @@ def test_alert_engine_writes_an_alerts_point_per_transition(rig: Rig) -> None:
     assert ts == int(T0 * 1000)
 
 
+def test_alert_engine_alerts_points_carry_the_times_to_ack_and_to_resolve(rig: Rig) -> None:
+    # What Grafana averages into MTTA and MTTR: on the ack's point and the resolution's.
+    rig.decide("fire")
+    first = rig.only_open()
+    rig.run(120)
+    commands.ack_alert(rig.store, first.id, by="Ana", now_s=rig.clock.time())
+    rig.run(480)
+    rig.decide("resolve")  # by itself, 600 s after it fired
+    rig.decide("fire", sensor="freezer", rule="freezer")
+    second = rig.only_open()
+    rig.run(30)
+    commands.resolve_alert(rig.store, second.id, by="Ana", now_s=rig.clock.time())
+    rig.run(1)
+    times = {
+        (f["alert_id"], f["action"]): (f.get("acknowledged_after_s"), f.get("resolved_after_s"))
+        for _, _, f, _ in (parse_line(line) for line in rig.lines)
+    }
+    assert times == {
+        (first.id, "fire"): (None, None),
+        (first.id, "ack"): (120.0, None),
+        (first.id, "auto_resolve"): (None, 600.0),
+        (second.id, "fire"): (None, None),
+        (second.id, "resolve"): (None, 30.0),
+    }
+
+
 def test_alert_engine_flapping_signal_pages_once_per_problem(rig: Rig) -> None:
     for _ in range(12):  # fire / resolve every 2 minutes, all within the re-notify interval
         rig.decide("fire")

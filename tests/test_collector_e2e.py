@@ -9,7 +9,7 @@ from __future__ import annotations
 import subprocess
 import time
 import urllib.request
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -40,16 +40,6 @@ EQUIPMENT = [
      "seed": 3, "faults": [{"kind": "short_cycling", "start_s": 0}],
      "labels": {"equipment": "walk-in,1"}},
 ]
-
-
-@pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
-    running: list[subprocess.Popen[bytes]] = []
-    yield running
-    for proc in running:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture
@@ -206,9 +196,14 @@ def test_collector_sigkill_and_restart_loses_and_doubles_nothing(
     procs[0].kill()
     procs[0].wait()
     # Readings keep coming while the collector is dead: the broker keeps them in its session.
+    # (The agents hold them too, unconfirmed, until the collector confirms them stored.)
     configs = [config for config, _ in agents.values()]
-    before = sum(agent_status(c)["acked"] for c in configs)
-    wait_until(lambda: sum(agent_status(c)["acked"] for c in configs) >= before + 200, 30,
+
+    def published() -> int:
+        return sum(s["acked"] + s["unconfirmed"] for s in map(agent_status, configs))
+
+    before = published()
+    wait_until(lambda: published() >= before + 200, 30,
                "readings published while the collector is down")
     procs.append(start_collector(config, tmp_path / "collector-2.log"))
     stop_agents_and_check(influxd, agents)

@@ -247,3 +247,13 @@ def test_dew_point_margin_and_reading_are_derived_fields() -> None:
     detection.observe(_message(2, T0_S + 60, temperature_c=20.0, humidity_pct=95.0))
     assert [d.field for d in decisions] == ["dew_point_margin_c"]
     assert decisions[0].value is not None and 0.0 < decisions[0].value < 1.0
+
+
+def test_checkpoint_in_pieces_is_the_same_json_as_the_whole() -> None:
+    detection = Detection(_config(COLD_ROOM_RULE, defaults=True), _catalog(zone="cold-room"))
+    _feed(detection, [4.0, 8.5, 8.5, 4.2, 3.9] * 10)
+    text = b"".join(detection.checkpoint_chunks())
+    assert json.loads(text) == json.loads(json.dumps(detection.to_json()))
+    restored = Detection(_config(COLD_ROOM_RULE, defaults=True), _catalog(zone="cold-room"))
+    restored.restore(json.loads(text))
+    assert restored.to_json() == json.loads(text)

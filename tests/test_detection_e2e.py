@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +20,6 @@ from tests.smtp_inbox import Inbox
 pytestmark = pytest.mark.integration
 
 DB = "sitewatch"
-
-
-@pytest.fixture
-def procs() -> Iterator[list[subprocess.Popen[bytes]]]:
-    running: list[subprocess.Popen[bytes]] = []
-    yield running
-    for proc in running:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 def _collector_config(tmp_path: Path, broker: Mosquitto, influx: Influxd,
@@ -51,11 +41,13 @@ def _alerts(influx: Influxd, where: str) -> list[dict[str, Any]]:
     return influx.query(f"SELECT * FROM alerts WHERE {where}", DB)
 
 
+@pytest.mark.parametrize("in_process", [True, False], ids=["detection-process", "inline"])
 def test_faults_of_a_simulated_agent_become_decisions_in_influxdb(
     mosquitto: Mosquitto, influxd: Influxd, write_agent_config: Callable[..., Path],
-    procs: list[subprocess.Popen[bytes]], tmp_path: Path,
+    procs: list[subprocess.Popen[bytes]], tmp_path: Path, in_process: bool,
 ) -> None:
-    detection = {"rules": [{"name": "walk-in-door", "match": {"labels": {"zone": "cold-room"}},
+    detection = {"process": in_process,
+                 "rules": [{"name": "walk-in-door", "match": {"labels": {"zone": "cold-room"}},
                             "profile": "door", "detectors": {"door_open": {"max_open_s": 2.0}}}]}
     procs.append(start_collector(_collector_config(tmp_path, mosquitto, influxd, detection),
                                  tmp_path / "collector.log"))

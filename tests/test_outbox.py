@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 
 from sitewatch.agent.outbox import Outbox, read_stats
@@ -101,3 +102,118 @@ def test_outbox_stats_readable_by_another_process_while_open(tmp_path: Path) -> 
     assert (stats.produced, stats.pending) == (7, 7)
     box.close()
     assert read_stats(path).produced == 7
+
+
+# -- end-to-end confirmation ---------------------------------------------------------------
+
+
+def _add_seq(box: Outbox, boot: str, seq: int, readings: int = 2, size: int = 10) -> int:
+    return box.add("telemetry", "t/telemetry", b"x" * size, readings=readings,
+                   created_ms=1000 + seq, boot_id=boot, seq=seq)
+
+
+def test_outbox_puback_holds_rows_until_the_collector_confirms_them(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.db")
+    ids = [_add_seq(box, "b1", seq) for seq in range(1, 6)]
+    assert box.hold(ids[:4], at_ms=5000) == 4
+    held = box.stats()
+    assert (held.pending, held.unconfirmed, held.unconfirmed_messages) == (10, 8, 4)
+    assert (held.acked, held.confirmed) == (0, 0)  # a PUBACK alone deletes nothing
+    assert [r.pubacked for r in box.fetch(0, 10)] == [True, True, True, True, False]
+
+    done = box.confirm("b1", 3, at_ms=6000)
+    assert (done.messages, done.readings) == (3, 6)
+    after = box.stats()
+    assert (after.acked, after.confirmed, after.pending, after.unconfirmed) == (6, 6, 4, 2)
+    assert after.last_confirmation_ms == 6000
+    # A confirmation covers rows whose PUBACK never came (a copy from an earlier connection).
+    assert box.confirm("b1", 5, at_ms=7000).messages == 2
+    assert box.confirm("other", 99, at_ms=7000).messages == 0  # another boot's seqs are apart
+    final = box.stats()
+    assert (final.produced, final.acked, final.confirmed, final.pending) == (10, 10, 10, 0)
+    box.close()
+
+
+def test_outbox_confirmation_is_per_boot(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.db")
+    old = [_add_seq(box, "b1", seq) for seq in (7, 8)]
+    new = [_add_seq(box, "b2", seq) for seq in (1, 2)]
+    box.hold(old + new, at_ms=5000)
+    box.confirm("b2", 8, at_ms=6000)
+    assert [r.id for r in box.fetch(0, 10)] == old
+    assert box.held_from("b1") == 7 and box.held_from("b2") is None
+    [boot] = box.unconfirmed_boots()
+    assert (boot.boot_id, boot.messages, boot.oldest_pubacked_ms, boot.first_id) == (
+        "b1", 2, 5000, old[0])
+    box.close()
+
+
+def test_outbox_release_counts_unconfirmed_rows_as_acked_not_confirmed(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.db")
+    ids = [_add_seq(box, "b1", seq) for seq in range(1, 4)]
+    box.hold(ids[:2], at_ms=5000)
+    assert box.release_unconfirmed() == 2
+    stats = box.stats()
+    assert (stats.acked, stats.confirmed, stats.pending, stats.unconfirmed) == (4, 0, 2, 0)
+    assert stats.produced == stats.acked + stats.pending + stats.dropped
+    box.close()
+
+
+def test_outbox_caps_count_acknowledged_rows_as_acked_and_the_rest_as_dropped(
+    tmp_path: Path,
+) -> None:
+    box = Outbox(tmp_path / "o.db", max_bytes=5000)
+    first = [_add_seq(box, "b1", seq, size=1000) for seq in (1, 2)]
+    box.hold(first, at_ms=5000)  # in the broker's care, not yet confirmed
+    for seq in range(3, 10):
+        _add_seq(box, "b1", seq, size=1000)
+    stats = box.stats()
+    assert stats.pending_bytes <= 5000
+    assert (stats.acked, stats.dropped, stats.confirmed) == (4, 4, 0)  # 2 held, 2 never sent
+    assert stats.produced == stats.acked + stats.pending + stats.dropped
+    assert box.held_from("b1") == 5
+    box.close()
+
+
+def test_outbox_rows_without_identity_leave_on_puback_even_when_held(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.db")
+    legacy = _add(box, "telemetry", 10, 1000, readings=3)
+    modern = _add_seq(box, "b1", 1)
+    assert box.hold([legacy, modern], at_ms=5000) == 2
+    assert [r.id for r in box.fetch(0, 10)] == [modern]
+    assert box.stats().acked == 3
+    box.close()
+
+
+def test_outbox_opens_an_older_agents_file_and_keeps_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    old = sqlite3.connect(path)
+    old.executescript(
+        "CREATE TABLE messages (id INTEGER PRIMARY KEY AUTOINCREMENT, kind TEXT NOT NULL,"
+        " topic TEXT NOT NULL, created_ms INTEGER NOT NULL, readings INTEGER NOT NULL,"
+        " events INTEGER NOT NULL, size INTEGER NOT NULL, payload BLOB NOT NULL);"
+        "CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);"
+        "INSERT INTO counters VALUES ('produced', 5), ('acked', 2);"
+        "INSERT INTO messages (kind, topic, created_ms, readings, events, size, payload)"
+        " VALUES ('telemetry', 't', 1000, 3, 0, 4, x'7b7d7b7d');"
+    )
+    old.commit()
+    old.close()
+    assert read_stats(path).pending == 3  # `status` reads the old layout too
+    box = Outbox(path)
+    [row] = box.fetch(0, 10)
+    assert (row.boot_id, row.seq, row.pubacked) == (None, None, False)
+    box.hold([row.id], at_ms=5000)  # no identity: the PUBACK is all it can get
+    stats = box.stats()
+    assert (stats.produced, stats.acked, stats.pending) == (5, 5, 0)
+    box.close()
+
+
+def test_outbox_counts_resends_and_remembers_the_fallback(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    box = Outbox(path)
+    box.count_resent(3)
+    box.set_fallback(True)
+    box.close()
+    stats = read_stats(path)
+    assert (stats.resent, stats.broker_fallback, stats.last_confirmation_ms) == (3, True, None)

@@ -286,3 +286,16 @@ def test_sampling_with_adafruit_driver_never_hits_the_library_cache(failures: li
     assert (reading.temperature_c, reading.n_tried) == (22.5, len(failures) + 1)
     assert device.measurements == len(failures) + 1  # every attempt reached the sensor
     assert "too_soon" not in rig.poller.read_errors
+
+
+def test_sampling_timestamps_only_go_forward_when_the_wall_clock_steps_back() -> None:
+    # (device, sensor, ts) identifies a reading in InfluxDB: a repeated ts would overwrite.
+    rig = Rig()
+    before = [rig.period(t(21.0)).ts for _ in range(3)]
+    rig.clock.wall_s -= 100.0  # NTP steps the clock back by more than three periods
+    during = [rig.period(t(21.0)).ts for _ in range(2)] + [rig.period(eio(), eio(), eio()).ts]
+    assert during == [before[-1] + 1, before[-1] + 2, before[-1] + 3]
+    after = [rig.period(t(21.0)).ts for _ in range(2)]  # the clock passed the last stamp
+    assert after == [before[-1] + 20_000, before[-1] + 50_000]
+    stamps = before + during + after
+    assert stamps == sorted(set(stamps))

@@ -121,3 +121,34 @@ def test_spool_round_trips_any_text(tmp_path: Path) -> None:
     head = spool.head()
     assert head is not None and head.lines == lines
     spool.close()
+
+
+def test_spool_counts_what_its_caps_drop_per_device(tmp_path: Path) -> None:
+    # Per device, readings produced = stored + dropped must add up: a dropped batch mixes
+    # devices, readings, events and points that are neither.
+    from sitewatch.collector.dropcount import points_by_device
+
+    def batch(ts: int) -> list[str]:
+        return [
+            f'environment,site=a,device=pi-01,sensor=s temperature_c=1.0,quality="ok" {ts}',
+            f'equipment,site=a,device=pi\\,02,sensor=door open=true,quality="ok" {ts}',
+            f"equipment,site=a,device=pi\\,02,sensor=door open=false {ts + 1}",
+            f'events,site=a,device=pi\\,02,sensor=door,type=state_change field="open" {ts + 1}',
+            f"device_health,site=a,device=pi-01 uptime_s=1.0 {ts}",
+        ]
+
+    one_batch = len("\n".join(batch(1000)))
+    path = tmp_path / "spool.db"
+    spool = Spool(path, max_bytes=one_batch * 2, clock=FakeClock(), count_points=points_by_device)
+    for ts in range(1000, 1005):
+        spool.append(batch(ts), readings=5)
+    expected = {("a", "pi-01", "readings"): 3, ("a", "pi,02", "readings"): 3,
+                ("a", "pi,02", "events"): 3}
+    assert spool.stats().dropped_batches == 3
+    assert spool.dropped_by_device() == expected
+    spool.close()
+    again = Spool(path, max_bytes=one_batch * 2, clock=FakeClock(), count_points=points_by_device)
+    assert again.dropped_by_device() == expected
+    again.append(batch(2000), readings=5)
+    assert again.dropped_by_device()[("a", "pi-01", "readings")] == 4
+    again.close()

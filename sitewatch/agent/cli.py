@@ -12,6 +12,7 @@ import logging
 import signal
 import sys
 import threading
+import time
 from pathlib import Path
 from types import FrameType
 
@@ -81,16 +82,33 @@ def _run(config_path: Path, log_level: str) -> int:
     return 0
 
 
-def _format_status(stats: OutboxStats) -> str:
+def _confirmation(stats: OutboxStats, mode: str) -> str:
+    if mode == "broker":
+        return "broker (delivery.confirm: broker): a message leaves the outbox on PUBACK"
+    if stats.broker_fallback:
+        return "broker, as a fallback: no collector confirms (none has yet, or it stopped)"
+    if stats.last_confirmation_ms is None:
+        return "end to end; no confirmation from the collector yet"
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(stats.last_confirmation_ms / 1000))
+    return f"end to end; last confirmation {when} UTC"
+
+
+def _format_status(stats: OutboxStats, mode: str = "end_to_end") -> str:
     lines = [
         f"readings produced  {stats.produced}",
-        f"readings acked     {stats.acked}",
-        f"readings pending   {stats.pending}",
+        f"readings stored    {stats.confirmed}  (confirmed by the collector, end to end)",
+        f"readings acked     {stats.acked}  (by the broker; {stats.acked - stats.confirmed}"
+        " of them without the collector's confirmation)",
+        f"readings pending   {stats.pending}  ({stats.unconfirmed} acked by the broker,"
+        " waiting for the collector's confirmation)",
         f"readings dropped   {stats.dropped}"
         f"  (outbox full: {stats.dropped_for_size}, too old: {stats.dropped_for_age})",
-        f"events   produced {stats.events_produced}  acked {stats.events_acked}"
-        f"  pending {stats.events_pending}  dropped {stats.events_dropped}",
-        f"outbox   {stats.pending_messages} messages, {stats.pending_bytes} bytes",
+        f"events   produced {stats.events_produced}  stored {stats.events_confirmed}"
+        f"  acked {stats.events_acked}  pending {stats.events_pending}"
+        f"  dropped {stats.events_dropped}",
+        f"outbox   {stats.pending_messages} messages ({stats.unconfirmed_messages} unconfirmed),"
+        f" {stats.pending_bytes} bytes; {stats.resent} messages sent again",
+        f"confirmation  {_confirmation(stats, mode)}",
     ]
     return "\n".join(lines)
 
@@ -102,10 +120,11 @@ def _status(config_path: Path, as_json: bool) -> int:
     except FileNotFoundError as error:
         print(f"sitewatch-agent status: {error} (has the agent run yet?)", file=sys.stderr)
         return 1
+    mode = config.delivery.confirm
     if as_json:
-        print(json.dumps(stats.as_dict(), sort_keys=True))
+        print(json.dumps({**stats.as_dict(), "confirm": mode}, sort_keys=True))
     else:
-        print(_format_status(stats))
+        print(_format_status(stats, mode))
     return 0
 
 

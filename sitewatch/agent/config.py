@@ -19,11 +19,19 @@ from sitewatch.agent.errors import ConfigError
 from sitewatch.agent.pins import pin_name
 from sitewatch.agent.sensors import REGISTRY
 from sitewatch.agent.sensors.base import SensorConfig
-from sitewatch.configfile import BrokerConfig, ConfigIssue, Section, load_yaml, validate
-from sitewatch.wire import Identifier
+from sitewatch.configfile import (
+    BrokerConfig,
+    ConfigIssue,
+    Section,
+    load_yaml,
+    shown_value,
+    validate,
+)
+from sitewatch.wire import ACK_LEVEL, Identifier
 
 __all__ = [
     "AgentConfig",
+    "DeliveryConfig",
     "HardwareConfig",
     "MqttConfig",
     "OutboxConfig",
@@ -69,6 +77,30 @@ class OutboxConfig(Section):
     drain_rate_per_s: Annotated[float, Field(gt=0, le=10000)] = 20.0
 
 
+class DeliveryConfig(Section):
+    """When a message counts as delivered and leaves the outbox.
+
+    ``confirm``: ``end_to_end`` (default) keeps each message after the broker's PUBACK until
+    the collector confirms it durably stored (in InfluxDB or its spool), because a broker
+    acknowledges before its disk has the message; ``broker`` deletes it on PUBACK (for a
+    collector without confirmations, or to save the outbox's writes). Unconfirmed messages are
+    sent again after a reconnect, and after ``confirm_timeout_s`` (seconds, default 60) when
+    the collector confirms later ones but not these. An agent whose outbox never had a
+    confirmation falls back to the broker's PUBACK when none arrives within
+    ``confirm_timeout_s`` of a connect (an older collector), and any agent does when the
+    collector withdraws its confirmations (``confirm.enabled: false`` there), until the next
+    confirmation arrives (``sitewatch.agent.confirm``).
+    """
+
+    confirm: Literal["end_to_end", "broker"] = "end_to_end"
+    """``end_to_end``: keep each message until the collector confirms it stored; ``broker``:
+    delete it on the broker's PUBACK."""
+    confirm_timeout_s: Annotated[float, Field(ge=1, le=86400)] = 60.0
+    """How long an unconfirmed message waits before it is sent again while the collector
+    confirms later ones (the wait doubles while nothing moves, up to an hour), and how long a
+    never-confirmed agent waits for a first confirmation before it falls back to PUBACK."""
+
+
 class TelemetryConfig(Section):
     """How readings are grouped into messages.
 
@@ -86,9 +118,10 @@ class TelemetryConfig(Section):
 class HardwareConfig(Section):
     """Where the hardware is. The defaults fit Raspberry Pi OS; tests point them elsewhere.
 
-    ``pin_factory``: ``auto`` (lgpio on a Pi) or ``mock`` (gpiozero's MockFactory, for
-    running without a Pi). ``gpio_chip``: the gpiochip of the header pins, found from
-    ``of_node/compatible`` when absent. ``config_txt``: the firmware config that ``check`` reads.
+    ``sysfs_root``, ``dev_root``: where sysfs and the device nodes are. ``pin_factory``:
+    ``auto`` (lgpio on a Pi) or ``mock`` (gpiozero's MockFactory, for running without a Pi).
+    ``gpio_chip``: the gpiochip of the header pins, found from ``of_node/compatible`` when
+    absent. ``config_txt``: the firmware config that ``check`` reads.
     """
 
     sysfs_root: Path = Path("/sys")
@@ -109,22 +142,37 @@ class AgentConfig(Section):
     """One device's configuration; see ``firmware_config/agent.example.yaml``."""
 
     site: Identifier
+    """The site, part of every topic (``sitewatch/v1/<site>/<device>/...``) and InfluxDB tag."""
     device: Identifier
+    """This device, unique within its site; also part of every topic and tag."""
     mqtt: MqttConfig
     outbox: OutboxConfig
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
+    delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
     hardware: HardwareConfig = Field(default_factory=HardwareConfig)
     sensors: list[_sensor_union()] = Field(min_length=1)  # type: ignore[valid-type]
+    """The sensors this device reads, one section each; its ``driver`` decides its keys."""
+
+    @field_validator("device")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value == ACK_LEVEL:
+            raise ValueError(f"{value!r} is reserved (sitewatch/v1/<site>/{ACK_LEVEL}/... holds"
+                             " the collector's confirmations); choose another device id")
+        return value
 
     @field_validator("sensors", mode="before")
     @classmethod
     def _known_drivers(cls, value: Any) -> Any:
         if isinstance(value, list):
             for index, item in enumerate(value):
-                if isinstance(item, dict) and item.get("driver") not in REGISTRY:
+                if not isinstance(item, dict):
+                    continue
+                driver = item.get("driver")
+                if not isinstance(driver, str) or driver not in REGISTRY:  # a list: unhashable
                     known = ", ".join(sorted(REGISTRY))
                     raise ValueError(
-                        f"sensors[{index}].driver: unknown driver {item.get('driver')!r}; "
+                        f"sensors[{index}].driver: unknown driver {shown_value(driver)}; "
                         f"expected one of {known}"
                     )
         return value

@@ -8,7 +8,9 @@ API v2, MQTT 3.1.1, clean session), the outbox is the only queue, and reconnects
 full jitter between ``reconnect_min_s`` and ``reconnect_max_s``.
 
 All paho calls happen on the network thread. The ``LinkListener`` callbacks run there too,
-so the delivery logic can publish without locks around paho.
+so the delivery logic can publish without locks around paho. The link subscribes (QoS1) to
+``subscriptions`` at every connect: with a clean session nothing else would, and a retained
+message on them (the collector's last confirmation) arrives right after.
 """
 
 from __future__ import annotations
@@ -55,6 +57,7 @@ class LinkSettings:
     reconnect_min_s: float = 1.0
     reconnect_max_s: float = 60.0
     max_inflight: int = 20
+    subscriptions: tuple[str, ...] = ()
 
 
 class LinkListener(Protocol):
@@ -67,6 +70,8 @@ class LinkListener(Protocol):
     def on_published(self, mid: int) -> None: ...
 
     def on_tick(self, link: MqttLink) -> None: ...
+
+    def on_message(self, link: MqttLink, topic: str, payload: bytes) -> None: ...
 
 
 ClientFactory = Callable[[str], Any]
@@ -171,6 +176,7 @@ class MqttLink:
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_publish = self._on_publish
+        client.on_message = self._on_message
 
     def _connect_and_serve(self) -> float:
         """Connect and serve until the link drops; how long it was up (seconds, 0: never)."""
@@ -241,6 +247,8 @@ class MqttLink:
         self.connected = True
         self.last_error = None
         log.info("connected to %s:%d", self.settings.host, self.settings.port)
+        if self.settings.subscriptions:
+            client.subscribe([(name, 1) for name in self.settings.subscriptions])
         self.listener.on_connected(self)
 
     def _on_disconnect(
@@ -254,6 +262,9 @@ class MqttLink:
         self, client: Any, userdata: Any, mid: int, reason_code: Any, properties: Any
     ) -> None:
         self.listener.on_published(mid)
+
+    def _on_message(self, client: Any, userdata: Any, message: Any) -> None:
+        self.listener.on_message(self, message.topic, bytes(message.payload))
 
 
 def _close_socket(client: Any) -> None:

@@ -14,6 +14,12 @@ passes its checksum. ``SensorPoller.run_period`` turns one sampling period into 
    older than the sample age limit; bool fields take the newest value (binary inputs use
    ``median_window`` 1). ``ts`` is the wall time of the newest sample used, ``sample_age_s``
    its age in seconds.
+   A sensor's timestamps only go forward: a reading is never stamped at or before the
+   previous one (it gets the previous ``ts`` + 1 ms instead). ``(device, sensor, ts)`` is a
+   reading's identity in InfluxDB, so after the wall clock steps backwards (NTP correcting a
+   clock that ran ahead, a Pi without RTC) the new readings would otherwise overwrite the
+   ones stamped in the same milliseconds before the step, and be lost silently. Until the
+   clock catches up with the last stamp, readings are stamped 1 ms apart after it.
 4. **Quality.** ``ok`` when this period had an accepted sample and at least
    ``min(3, median_window)`` samples were used; ``degraded`` with fewer. Without an accepted
    sample: ``bad``, no measured fields, ``error`` = the last error class, never the old
@@ -81,6 +87,15 @@ class SensorPoller:
         self._last_read_end_s: float | None = None
         self._bad_periods = 0
         self._in_fault = False
+        self._last_ts_ms: int | None = None
+
+    def _stamp(self, wall_ms: int) -> int:
+        """``wall_ms``, or 1 ms after the previous reading's ``ts`` when the wall clock has
+        gone back to or before it (see the module docstring)."""
+        last = self._last_ts_ms
+        ts = wall_ms if last is None or wall_ms > last else last + 1
+        self._last_ts_ms = ts
+        return ts
 
     @property
     def in_fault(self) -> bool:
@@ -147,7 +162,7 @@ class SensorPoller:
         return Reading.model_validate(
             {
                 "sensor": self.config.id,
-                "ts": newest.wall_ms,
+                "ts": self._stamp(newest.wall_ms),
                 "quality": Quality.OK if enough else Quality.DEGRADED,
                 "n_ok": 1,
                 "n_tried": n_tried,
@@ -175,7 +190,7 @@ class SensorPoller:
                 self._emit(EventType.SENSOR_FAULT, detail)
         return Reading(
             sensor=self.config.id,
-            ts=int(self.clock.time() * 1000),
+            ts=self._stamp(int(self.clock.time() * 1000)),
             quality=Quality.FAULT if self._in_fault else Quality.BAD,
             n_ok=0,
             n_tried=n_tried,

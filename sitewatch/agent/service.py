@@ -27,6 +27,7 @@ from typing import TypedDict
 
 from sitewatch import __version__, sdnotify
 from sitewatch.agent.config import AgentConfig, config_hash
+from sitewatch.agent.confirm import Confirmations
 from sitewatch.agent.delivery import Delivery
 from sitewatch.agent.errors import SensorFault
 from sitewatch.agent.hardware import Hardware
@@ -56,8 +57,9 @@ __all__ = ["Agent"]
 log = logging.getLogger(__name__)
 
 _TIMESYNC_FLAG = Path("/run/systemd/timesync/synchronized")
-_STOP_DRAIN_S = 3.0
-"""On a clean stop, how long (seconds) to keep publishing what is still queued."""
+_STOP_DRAIN_S = 5.0
+"""On a clean stop, how long (seconds) to keep publishing what is still queued and to wait
+for the collector's confirmation of it (what stays unconfirmed is sent at the next start)."""
 
 
 class _Identity(TypedDict):
@@ -105,12 +107,21 @@ class Agent:
             max_age_s=config.outbox.max_age_s,
         )
         self.sensors = self._build_sensors()
+        self.confirmations = Confirmations(
+            self.outbox,
+            self.clock,
+            site=config.site,
+            device=config.device,
+            end_to_end=config.delivery.confirm == "end_to_end",
+            timeout_s=config.delivery.confirm_timeout_s,
+        )
         self.delivery = Delivery(
             self.outbox,
             self.clock,
             birth=self._birth,
             max_inflight=config.mqtt.max_inflight,
             drain_rate_per_s=config.outbox.drain_rate_per_s,
+            confirmations=self.confirmations,
         )
         self.link = MqttLink(
             self._link_settings(), self.delivery, self.clock, client_factory=client_factory
@@ -163,6 +174,9 @@ class Agent:
             reconnect_min_s=mqtt.reconnect_min_s,
             reconnect_max_s=mqtt.reconnect_max_s,
             max_inflight=mqtt.max_inflight,
+            subscriptions=(
+                (self.confirmations.ack_topic,) if self.confirmations.end_to_end else ()
+            ),
         )
 
     def _topic(self, kind: Kind) -> str:
@@ -220,6 +234,8 @@ class Agent:
             readings=0 if isinstance(message, EventMessage) else len(message.readings),
             events=len(message.events) if isinstance(message, EventMessage) else 0,
             created_ms=self._now_ms(),
+            boot_id=message.boot_id,
+            seq=message.seq,
         )
         self.delivery.notify()
 

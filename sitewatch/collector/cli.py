@@ -12,6 +12,8 @@
 - ``backtest --config F --rules FILE --since 7d [--site S] [--json]``: replay stored readings
   through other rules and print what would have fired and whom it would have woken.
 - ``web-user NAME --users-file F``: add a user of the alert page or change their password.
+- ``provision-device|provision-collector|provision-broker``: broker logins, ACLs, TLS
+  certificates and ready configs for a secure deployment (``sitewatch.collector.provisioning``).
 
 Exit status: 0 success, 1 a runtime failure (no status yet), 2 a bad configuration.
 """
@@ -30,6 +32,7 @@ from types import FrameType
 from typing import Any
 
 from sitewatch import __version__
+from sitewatch.collector.provisioning import cli as provisioning
 from sitewatch.configfile import ConfigError
 from sitewatch.wire import subscription
 
@@ -63,6 +66,7 @@ def _parser() -> argparse.ArgumentParser:
         "--detector", default="anomaly", help="registered detector (default: anomaly)"
     )
     _alert_parsers(commands)
+    provisioning.add_parsers(commands)
     return parser
 
 
@@ -303,6 +307,8 @@ def main(argv: list[str] | None = None) -> int:
             return _backtest(args)
         if args.command == "web-user":
             return _web_user(args.users_file, args.name)
+        if args.command in provisioning.COMMANDS:
+            return provisioning.run(args)
         return _tail(args.host, args.port, args.site)
     except ConfigError as error:
         print(error, file=sys.stderr)

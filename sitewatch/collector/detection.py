@@ -22,9 +22,10 @@ collector was down is still noticed. Single-threaded: used from the ingest threa
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import sys
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any, cast
 
@@ -411,15 +412,28 @@ class Detection:
     # -- checkpoints ---------------------------------------------------------------------
     def to_json(self) -> dict[str, Any]:
         """Every stream's last scored time and every watch's state, JSON-able."""
-        streams: dict[str, Any] = dict(self._saved)  # not yet rebuilt: keep for later
-        for sensor in self._sensors.values():
+        return {"version": _FORMAT_VERSION, "streams": dict(self._state_items())}
+
+    def checkpoint_chunks(self) -> Iterator[bytes]:
+        """``to_json`` as UTF-8 JSON text, one stream at a time: with thousands of streams a
+        checkpoint is megabytes, and built whole it would swell the collector's memory by
+        several times that at every checkpoint."""
+        yield b'{"version": %d, "streams": {' % _FORMAT_VERSION
+        separator = b""
+        for key, value in self._state_items():
+            yield separator + json.dumps(key).encode() + b": " + json.dumps(value).encode()
+            separator = b", "
+        yield b"}}"
+
+    def _state_items(self) -> Iterator[tuple[str, Any]]:
+        yield from list(self._saved.items())  # not yet rebuilt: keep for later
+        for sensor in list(self._sensors.values()):
             prefix = f"{sensor.site}/{sensor.device}/{sensor.name}"
             for field, stream in sensor.streams.items():
                 if stream.last_ts_s != float("-inf"):
-                    streams[f"{prefix}/{field}"] = stream.last_ts_s
+                    yield f"{prefix}/{field}", stream.last_ts_s
                 for watch in stream.watches:
-                    streams[f"{prefix}/{field}/{watch.binding.key}"] = watch.get_state()
-        return {"version": _FORMAT_VERSION, "streams": streams}
+                    yield f"{prefix}/{field}/{watch.binding.key}", watch.get_state()
 
     def restore(self, data: Mapping[str, Any]) -> None:
         """Load a ``to_json`` checkpoint and rebuild the streams it names."""

@@ -56,6 +56,8 @@ _STATE_FIELDS = frozenset({"running", "open", "vibrating", "active"})
 _BOOL = {True: "true", False: "false"}
 
 _log = math.log
+_MAX_INT = 2**63 - 1
+"""InfluxDB's largest integer field value."""
 
 
 def dew_point_c(temperature_c: float, humidity_pct: float) -> float:
@@ -184,6 +186,7 @@ def health_line(site: str, device: str, health: Health, seq: int, ts_ms: int) ->
     """The ``device_health`` point: uptime (float), outbox and drop counts (int),
     ``read_errors`` (total this boot, int), ``time_synced`` (bool, when known), ``seq``."""
     read_errors = sum(sum(by_class.values()) for by_class in health.read_errors.values())
+    read_errors = min(read_errors, _MAX_INT)  # each count fits; their sum might not
     fields = (
         f"uptime_s={_float(health.uptime_s)},produced={health.produced}i,"
         f"acked={health.acked}i,outbox_messages={health.outbox_messages}i,"

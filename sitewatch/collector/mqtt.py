@@ -55,6 +55,9 @@ class SessionOptions:
 
     topics: tuple[str, ...]
     client_id: str = ""
+    qos0_topics: tuple[str, ...] = ()
+    """Also subscribed, at QoS 0: messages that need no acknowledgement and are worth nothing
+    once missed (Home Assistant's birth)."""
     persistent: bool = True
     manual_ack: bool = True
     protocol: str = "5"
@@ -112,8 +115,15 @@ class BrokerSession:
         if self.connected:
             self.client.publish(topic, payload, qos=qos, retain=retain)
 
-    def run(self, stop: threading.Event, on_tick: Callable[[], None] = lambda: None) -> None:
-        """Connect, serve and reconnect until ``stop`` is set; ``on_tick`` runs every loop."""
+    def run(
+        self,
+        stop: threading.Event,
+        on_tick: Callable[[], None] = lambda: None,
+        on_stop: Callable[[], None] | None = None,
+    ) -> None:
+        """Connect, serve and reconnect until ``stop`` is set; ``on_tick`` runs every loop.
+        ``on_stop`` runs once ``stop`` is set, while still connected (to store and
+        acknowledge what was received, so the broker does not deliver it again)."""
         failures = 0
         while not stop.is_set():
             generation = self.generation
@@ -137,6 +147,9 @@ class BrokerSession:
             if not stop.is_set():
                 stop.wait(self._backoff_s(failures))
         if self.connected:
+            if on_stop is not None:
+                on_stop()
+                self.client.loop(timeout=_LOOP_TIMEOUT_S)  # send what it acknowledged
             self.client.disconnect()
             self.client.loop(timeout=_LOOP_TIMEOUT_S)
         self.connected = False
@@ -182,7 +195,10 @@ class BrokerSession:
             self.broker.port,
             flags.session_present,
         )
-        client.subscribe([(topic, 1) for topic in self.options.topics])
+        client.subscribe(
+            [(topic, 1) for topic in self.options.topics]
+            + [(topic, 0) for topic in self.options.qos0_topics]
+        )
 
     def _on_disconnect(
         self, client: Any, userdata: Any, flags: Any, reason_code: Any, properties: Any

@@ -88,7 +88,11 @@ class PolicyConfig(Section):
 
 
 class MatchConfig(Section):
-    """Which sensors a rule applies to: shell-style globs (``cold-*``) and exact labels."""
+    """Which sensors a rule applies to: shell-style globs (``cold-*``) and exact labels.
+
+    ``site``, ``device``, ``sensor``: globs (default ``*``, all). ``labels``: label → the
+    value the sensor's label must have (``{zone: kitchen}``).
+    """
 
     site: str = "*"
     device: str = "*"
@@ -170,14 +174,22 @@ PROFILES: dict[str, Profile] = {
 
 
 class RuleConfig(Section):
-    """One rule; see the module docstring. ``name`` becomes the ``rule`` tag of alerts."""
+    """One rule: which sensors and fields, watched by which detectors, under which policy.
+
+    ``name`` becomes the ``rule`` tag of alerts.
+    """
 
     name: Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")]
     match: MatchConfig = Field(default_factory=MatchConfig)
     profile: str | None = None
+    """A preset for a kind of equipment (``cold_room``…): fields, detectors and severity."""
     fields: list[str] = Field(default_factory=list)
+    """The fields it watches (``temperature_c``…; default: the profile's)."""
     detectors: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """Detector name → its parameters (``threshold: {above: 8.0}``), merged over the
+    profile's parameter by parameter."""
     severity: Severity | None = None
+    """``info``, ``warning`` or ``critical`` (default: the profile's, else ``warning``)."""
     policy: PolicyConfig = Field(default_factory=PolicyConfig)
 
     @field_validator("profile")
@@ -246,11 +258,15 @@ class DetectionConfig(Section):
     ``enabled`` (default true) runs detection on every reading. ``defaults`` (default true)
     puts ``DEFAULT_RULES`` before ``rules``. Detector states and alert policies are
     checkpointed to the state dir every ``checkpoint_interval_s`` (default 60 s) and on
-    stop. ``write_scores`` (default true) writes the ``anomaly`` measurement: one point per
-    scored field while any of its detectors scores above 0, and one at 0 when it returns.
+    stop. ``write_scores`` (default true) writes the ``anomaly`` measurement: points per
+    scored field while any of its detectors scores 0.1 or more, and one when it returns.
+    ``process`` (default true) runs detection in a child process of the collector, so that
+    ingest and detection use two cores (``sitewatch.collector.detection_worker``); false
+    runs it inline, on the ingest thread.
     """
 
     enabled: bool = True
+    process: bool = True
     defaults: bool = True
     rules: list[RuleConfig] = Field(default_factory=list)
     checkpoint_interval_s: Annotated[float, Field(gt=0, le=3600)] = 60.0

@@ -12,8 +12,10 @@ messages only if they were not yet acknowledged, so keep the state directory on 
 that survives power loss when that matters). The spool is capped by the bytes of line
 protocol it holds (``max_bytes``, SQLite's own overhead not counted) and by age
 (``max_age_s``, by the wall clock, so it holds across restarts); beyond either, the oldest
-batches are dropped and their lines and readings counted. The counters live in the same
-database and survive restarts.
+batches are dropped and their lines and readings counted; with ``count_points`` (the
+collector passes ``dropcount.points_by_device``) also the readings and events each device
+lost, so per device, readings produced = stored + dropped can be checked. The counters live in the
+same database and survive restarts.
 
 >>> import tempfile, pathlib
 >>> from sitewatch.clock import FakeClock
@@ -32,7 +34,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -54,7 +56,17 @@ CREATE TABLE IF NOT EXISTS batches (
     body BLOB NOT NULL
 );
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS dropped_by_device (
+    site TEXT NOT NULL,
+    device TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (site, device, kind)
+);
 """
+
+PointCounter = Callable[[Sequence[str]], Mapping[tuple[str, str, str], int]]
+"""Lines → points per ``(site, device, kind)`` (``dropcount.points_by_device``)."""
 
 _COUNTERS = ("dropped_lines", "dropped_batches", "dropped_readings")
 
@@ -87,6 +99,8 @@ class Spool:
 
     ``max_bytes``: cap on the line protocol held (bytes, default 1 GiB).
     ``max_age_s``: batches spooled longer ago than this are dropped (seconds, default 7 days).
+    ``count_points``: counts a dropped batch's points per device and kind (readings, events:
+    ``dropped_by_device``); without it only totals are kept.
     """
 
     def __init__(
@@ -96,11 +110,13 @@ class Spool:
         max_bytes: int = 1 << 30,
         max_age_s: float = 7 * 86400.0,
         clock: Clock | None = None,
+        count_points: PointCounter | None = None,
     ) -> None:
         self.path = path
         self.max_bytes = max_bytes
         self.max_age_s = max_age_s
         self.clock: Clock = clock or SystemClock()
+        self.count_points = count_points
         self._lock = threading.Lock()
         self._db = open_wal(path, journal_size_limit_bytes=64 << 20)
         self._db.executescript(_SCHEMA)
@@ -110,6 +126,17 @@ class Spool:
         self._batches, self._lines, self._bytes = int(row[0]), int(row[1]), int(row[2])
         stored = dict(self._db.execute("SELECT name, value FROM counters").fetchall())
         self._dropped = {name: int(stored.get(name, 0)) for name in _COUNTERS}
+        self._dropped_by_device = self._load_dropped_by_device()
+
+    def _load_dropped_by_device(self) -> dict[tuple[str, str, str], int]:
+        rows = self._db.execute("SELECT site, device, kind, count FROM dropped_by_device")
+        return {(str(site), str(device), str(kind)): int(n) for site, device, kind, n in rows}
+
+    def dropped_by_device(self) -> dict[tuple[str, str, str], int]:
+        """Points the caps dropped per ``(site, device, kind)``, since the spool was created
+        (empty without ``count_points``)."""
+        with self._lock:
+            return dict(self._dropped_by_device)
 
     def append(self, lines: Sequence[str], readings: int) -> int:
         """Add a batch at the tail (committed when this returns); its id.
@@ -239,6 +266,8 @@ class Spool:
             cursor.close()
         if not victims:
             return
+        if self.count_points is not None:
+            self._count_dropped_points([row[0] for row in victims])
         self._db.executemany("DELETE FROM batches WHERE id = ?", [(row[0],) for row in victims])
         dropped = {
             "dropped_batches": len(victims),
@@ -256,6 +285,27 @@ class Spool:
         self._lines -= dropped["dropped_lines"]
         self._bytes -= sum(int(row[3]) for row in victims)
 
+    def _count_dropped_points(self, batch_ids: list[int]) -> None:
+        """Count the points of batches about to be dropped, per device and kind (inside the
+        caller's transaction, with the lock held)."""
+        assert self.count_points is not None
+        lost: dict[tuple[str, str, str], int] = {}
+        for batch_id in batch_ids:
+            row = self._db.execute("SELECT body FROM batches WHERE id = ?", (batch_id,)).fetchone()
+            if row is None:
+                continue
+            lines = bytes(row[0]).decode("utf-8").split("\n")
+            for key, count in self.count_points(lines).items():
+                lost[key] = lost.get(key, 0) + count
+        for (site, device, kind), count in lost.items():
+            self._db.execute(
+                "INSERT INTO dropped_by_device (site, device, kind, count) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT(site, device, kind) DO UPDATE SET count = count + excluded.count",
+                (site, device, kind, count),
+            )
+            key = (site, device, kind)
+            self._dropped_by_device[key] = self._dropped_by_device.get(key, 0) + count
+
     def _rollback(self) -> None:
         try:
             self._db.execute("ROLLBACK")
@@ -268,3 +318,4 @@ class Spool:
         self._batches, self._lines, self._bytes = int(row[0]), int(row[1]), int(row[2])
         stored = dict(self._db.execute("SELECT name, value FROM counters").fetchall())
         self._dropped = {name: int(stored.get(name, 0)) for name in _COUNTERS}
+        self._dropped_by_device = self._load_dropped_by_device()

@@ -11,7 +11,9 @@ import time
 from typing import TextIO
 
 from sitewatch.wire import (
+    AckMessage,
     EventMessage,
+    SkipMessage,
     StatusMessage,
     TelemetryMessage,
     WireError,
@@ -36,6 +38,10 @@ def format_message(topic: str, payload: bytes, now_ms: int) -> list[str]:
         sensors = f" sensors={','.join(s.id for s in message.sensors)}" if message.sensors else ""
         reason = f" ({message.reason})" if message.reason else ""
         return [f"{_clock(message.ts)} {where} is {message.state}{reason}{sensors}"]
+    if isinstance(message, AckMessage):
+        return []  # the collector's confirmations: once a second per device, not news
+    if isinstance(message, SkipMessage):
+        return [f"{where} will not send seqs below {message.held_from} of boot {message.boot_id}"]
     mark = " [historical]" if message.historical else ""
     if isinstance(message, EventMessage):
         return [

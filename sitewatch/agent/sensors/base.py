@@ -78,6 +78,7 @@ class SensorConfig(BaseModel):
 
     id: Identifier
     driver: str
+    """The driver's registered name (``dht22``…), which decides the sensor's other keys."""
     interval_s: Annotated[float, Field(gt=0, le=86400)] = 60.0
     labels: dict[Identifier, Annotated[str, Field(max_length=128)]] = Field(default_factory=dict)
     sampling: SamplingConfig | None = None

@@ -74,8 +74,9 @@ _MAX_BUFFERED_EVENTS = 100
 class GpioInputConfig(SensorConfig):
     """A binary input on one GPIO.
 
-    ``role``: ``running`` (default; field ``running``), ``door`` (``open``), ``vibration``
-    (``vibrating``) or ``contact`` (``active``). ``pull_up``: true (default: contact to GND,
+    ``pin``: BCM GPIO (``27``, ``"27"`` or ``"GPIO27"``). ``role``: ``running`` (default;
+    field ``running``), ``door`` (``open``), ``vibration`` (``vibrating``) or ``contact``
+    (``active``). ``pull_up``: true (default: contact to GND,
     active when closed), false (active high), or null for a floating input with an external
     pull, which then needs ``active_state`` (true: active when high). ``confirm_active_s`` /
     ``confirm_inactive_s``: how long a level must hold to count (defaults by role: running
@@ -111,6 +112,8 @@ class GpioInputConfig(SensorConfig):
             return data
         data = dict(data)
         role = data.get("role", "running")
+        if not isinstance(role, str):  # a list would be unhashable here; validation names it
+            role = "running"
         active_s, inactive_s = ROLE_DEFAULTS.get(role, ROLE_DEFAULTS["running"])
         for key, default in (
             ("confirm_active_s", active_s),

@@ -75,14 +75,27 @@ class FaultConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: FaultKind
+    """What goes wrong: ``stuck``, ``dropouts`` or ``dead`` (any model); ``drift``,
+    ``spikes`` or ``cooling_failure`` (rooms); ``door_left_open`` (rooms and ``door``);
+    ``short_cycling`` (``compressor``)."""
     start_s: Annotated[float, Field(ge=0)] = 0.0
+    """When the fault starts, in seconds after the agent started."""
     duration_s: Annotated[float, Field(gt=0)] | None = None
+    """How long it lasts (seconds); null: until the agent stops."""
     rate_c_per_h: Annotated[float, Field(ge=-100, le=100)] | None = None
+    """``drift`` (default 0.5) and ``cooling_failure`` (default 1.5): how fast the
+    temperature rises."""
     probability: Annotated[float, Field(ge=0, le=1)] | None = None
+    """``spikes`` (default 0.05) and ``dropouts`` (default 0.3): the chance that a read is hit."""
     magnitude_c: Annotated[float, Field(gt=0, le=100)] | None = None
+    """``spikes``: how far a hit read jumps, up or down (default 5.0)."""
     ambient_c: Annotated[float, Field(ge=-60, le=80)] | None = None
+    """``door_left_open`` and ``cooling_failure`` in a room: the temperature it warms toward
+    (default: the room model's ambient)."""
     on_s: Annotated[float, Field(ge=5, le=3600)] | None = None
+    """``short_cycling``: each run's length (default: drawn per cycle, 60-150 s)."""
     off_s: Annotated[float, Field(ge=5, le=3600)] | None = None
+    """``short_cycling``: each rest's length (default: drawn per cycle, 60-120 s)."""
 
     @model_validator(mode="after")
     def _parameters_fit_kind(self) -> FaultConfig:

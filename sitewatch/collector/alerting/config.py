@@ -199,6 +199,7 @@ class MqttAlertsConfig(Section):
     """Alerts as retained MQTT messages under ``sitewatch/v1/<site>/alerts/...``."""
 
     enabled: bool = True
+    """Publish them (retained while open, cleared on resolve)."""
 
 
 class AlertmanagerConfig(Section):
@@ -208,6 +209,7 @@ class AlertmanagerConfig(Section):
     url: HttpUrl
     resend_interval_s: Annotated[float, Field(ge=10, le=3600)] = 60.0
     timeout_s: Annotated[float, Field(gt=0, le=120)] = 10.0
+    """How long one request to Alertmanager may take (seconds)."""
 
 
 class SelfCheckConfig(Section):
@@ -216,6 +218,7 @@ class SelfCheckConfig(Section):
     notification channel failed ``notifier_failures`` times in a row (default 5)."""
 
     enabled: bool = True
+    """Watch the collector itself (default true)."""
     max_idle_s: Annotated[float, Field(gt=0)] = 600.0
     notifier_failures: Annotated[int, Field(ge=1, le=1000)] = 5
 
@@ -235,6 +238,7 @@ class WebConfig(Section):
     """
 
     enabled: bool = False
+    """Serve the page (default false)."""
     host: Annotated[str, Field(min_length=1)] = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8080
     users_file: Path | None = None
@@ -285,6 +289,8 @@ class AlertingConfig(Section):
     """
 
     enabled: bool = True
+    """False keeps the section but sends nothing, as without it: decisions are only logged
+    and stored."""
     public_url: HttpUrl | None = None
     renotify_interval_s: Annotated[float, Field(ge=60)] = 14400.0
     notify_resolved: bool = False

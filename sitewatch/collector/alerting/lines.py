@@ -7,17 +7,24 @@ and detector: an alert is one problem, whatever fields and detectors it gathers)
 ``message``, ``alert_id``, ``actor`` (who: a person, ``detection`` or ``engine``), and
 ``value``/``predicted_breach_s`` when known.
 
+For MTTA and MTTR in InfluxQL (which cannot subtract the times of two points), the point of
+an acknowledgement carries ``acknowledged_after_s`` and the point of a resolution (by hand or
+by itself) ``resolved_after_s``: seconds from when the alert started firing to this point,
+as ``report`` measures them; ``mean()`` of each over a period is its MTTA or MTTR. Alerts
+that never fired (pending, then cleared) carry neither.
+
 >>> from sitewatch.collector.alerting.model import Alert, AlertState
 >>> alert = Alert(id="c0ffee", key="plant-a/pi-01/cold-room/cold-room", site="plant-a",
 ...               device="pi-01", sensor="cold-room", rule="cold-room", severity="critical",
 ...               audience="technician", labels={}, state=AlertState.ACKNOWLEDGED,
 ...               message="above 8.0 for 10 min", value=8.4, limit=None,
-...               predicted_breach_s=None, conditions=set(), created_ms=1, updated_ms=1)
+...               predicted_breach_s=None, conditions=set(), created_ms=1795463880123,
+...               updated_ms=1795463880123, fired_ms=1795463880123)
 >>> print(alert_line(alert, action="ack", actor="Ana Lima", ts_ms=1795464000123))
 ... # doctest: +NORMALIZE_WHITESPACE
 alerts,site=plant-a,device=pi-01,sensor=cold-room,rule=cold-room,severity=critical \
 state="acknowledged",action="ack",message="above 8.0 for 10 min",alert_id="c0ffee",\
-actor="Ana Lima",value=8.4 1795464000123
+actor="Ana Lima",value=8.4,acknowledged_after_s=120.0 1795464000123
 """
 
 from __future__ import annotations
@@ -28,6 +35,9 @@ from sitewatch.collector.alerting.model import Alert
 from sitewatch.collector.escaping import escape_tag, string_field
 
 __all__ = ["alert_line"]
+
+_RESOLVING = frozenset({"resolve", "auto_resolve"})
+"""The actions that resolve an alert (``model.AuditAction``)."""
 
 
 def alert_line(alert: Alert, *, action: str, actor: str, ts_ms: int) -> str:
@@ -50,4 +60,10 @@ def alert_line(alert: Alert, *, action: str, actor: str, ts_ms: int) -> str:
         fields += f",value={float(alert.value)!r}"
     if alert.predicted_breach_s is not None and math.isfinite(alert.predicted_breach_s):
         fields += f",predicted_breach_s={float(alert.predicted_breach_s)!r}"
+    if alert.fired_ms is not None:
+        after_s = max(0, int(ts_ms) - alert.fired_ms) / 1000
+        if action == "ack":
+            fields += f",acknowledged_after_s={after_s!r}"
+        elif action in _RESOLVING:
+            fields += f",resolved_after_s={after_s!r}"
     return f"alerts,{tags} {fields} {int(ts_ms)}"
