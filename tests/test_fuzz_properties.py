@@ -29,8 +29,6 @@ import json
 import math
 import os
 import tempfile
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -65,6 +63,7 @@ from sitewatch.wire import (
     topic_for,
 )
 from tests.lineparse import parse_line
+from tests.test_lineproto import _post
 from tests.wire_strategies import (
     MAX_INT64,
     MEASURED,
@@ -467,17 +466,6 @@ def test_fuzz_lineproto_decision_alerts_line_parses_back(decision: Decision) -> 
 
 DB = "sitewatch"  # the influxd fixture creates it
 _example_ids = itertools.count()
-
-
-def _post(server: Influxd, lines: list[str]) -> tuple[int, str]:
-    request = urllib.request.Request(  # noqa: S310 (the test's own loopback server)
-        f"{server.url}/write?db={DB}&precision=ms", data="\n".join(lines).encode(), method="POST"
-    )
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
-            return response.status, ""
-    except urllib.error.HTTPError as error:
-        return error.code, error.read().decode(errors="replace")
 
 
 @pytest.mark.integration

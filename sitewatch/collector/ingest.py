@@ -117,8 +117,10 @@ class Ingest:
             # Another collector's device (hash partitioning, sitewatch.collector.partition):
             # acknowledged in turn with the others, nothing stored, tracked or confirmed.
             self.passed_over += 1
+            pending = Pending(received)
             with self._lock:
-                self._pending.append(Pending(received, durable=True))
+                self._pending.append(pending)
+            self._settled(pending)  # held for its turn to be acknowledged, without its payload
             return
         self.received_messages += 1
         pending = Pending(received)
