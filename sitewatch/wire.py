@@ -47,6 +47,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 __all__ = [
     "ACK_LEVEL",
     "DEVICE_KINDS",
+    "MAX_ACK_RANGES",
     "MAX_PAYLOAD_BYTES",
     "MEASUREMENT_FIELDS",
     "TOPIC_ROOT",
@@ -80,6 +81,9 @@ TOPIC_ROOT = "sitewatch/v1"
 
 MAX_PAYLOAD_BYTES = 256 * 1024
 """Largest payload a receiver accepts (bytes). An agent batch of 1000 readings is ~150 KiB."""
+
+MAX_ACK_RANGES = 32
+"""Ranges of durable seqs past a hole that one confirmation names (``AckMessage.above``)."""
 
 MAX_READINGS_PER_MESSAGE = 1000
 """Largest number of readings in one telemetry message."""
@@ -348,6 +352,12 @@ class AckMessage(_Strict):
     retained on ``sitewatch/v1/<site>/ack/<device>``, at most about once a second per device
     while data arrives (also when ``durable_seq`` did not move: the agent then knows the
     collector is waiting for ``durable_seq + 1``). ``ts``: when it was sent (ms).
+
+    ``above`` (absent when there are none): the durable seqs past the hole at
+    ``durable_seq + 1``, as ascending ``[first, last]`` ranges, at most ``MAX_ACK_RANGES``
+    (the lowest). Like TCP's selective acknowledgement: the agent deletes those messages too,
+    need not send them again, and can tell a message the broker lost (below a seq the
+    collector has) from one still on its way.
     """
 
     v: Literal[1] = WIRE_VERSION
@@ -355,7 +365,24 @@ class AckMessage(_Strict):
     device: Identifier
     boot_id: Annotated[str, Field(pattern=r"^[0-9a-f]{8,32}$")]
     durable_seq: Annotated[int, Field(ge=0)]
+    above: Annotated[list[tuple[Count, Count]], Field(max_length=MAX_ACK_RANGES)] | None = None
     ts: TimestampMs
+
+    @model_validator(mode="after")
+    def _ranges_ascend_past_the_hole(self) -> AckMessage:
+        last = self.durable_seq + 1  # the hole: no range may cover it
+        for first, end in self.above or ():
+            if not last < first <= end:
+                raise ValueError(
+                    "above: ranges must be [first, last] with first <= last, ascending, apart,"
+                    " and past durable_seq + 1"
+                )
+            last = end + 1
+        return self
+
+    def highest_seq(self) -> int:
+        """The highest seq the collector holds durably."""
+        return self.above[-1][1] if self.above else self.durable_seq
 
 
 Message = TelemetryMessage | EventMessage | StatusMessage | SkipMessage | AckMessage

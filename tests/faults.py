@@ -486,9 +486,9 @@ class Accounting:
             f"{d.device}: " + ", ".join(f"{s} {n}" for s, n in sorted(d.stored_by_sensor.items()))
             for d in self.devices))
         lines += textwrap.wrap(
-            "confirmed = by the collector, end to end (an outbox row the cap evicted after its "
-            "PUBACK is counted acked, not confirmed); "
-            "drop:agent = the outbox's cap (sitewatch-agent status); drop:coll = the spool's "
+            "confirmed = by the collector, end to end; "
+            "drop:agent = the outbox's cap, and stubs the broker lost after its PUBACK "
+            "(sitewatch-agent status); drop:coll = the spool's "
             "cap (collector status, per device); Δ = produced - stored - drops; dup = messages "
             "the collector received again and wrote again; resent = messages an agent "
             "published again for want of a confirmation; gaps/late = the collector's seq "

@@ -23,6 +23,7 @@ from sitewatch.collector.mqtt import Received
 from sitewatch.collector.tracking import SeqTracker
 from sitewatch.wire import (
     DEVICE_KINDS,
+    MAX_ACK_RANGES,
     AckMessage,
     Kind,
     Quality,
@@ -96,6 +97,31 @@ def test_confirm_collector_confirms_only_the_contiguous_prefix() -> None:
     assert second.durable_seq == 6
     assert confirms.due(now_s=2.0, now_ms=NOW_MS) == []  # nothing new, nothing published
     assert confirms.published == 2
+
+
+def test_confirm_collector_names_the_durable_seqs_past_the_hole() -> None:
+    confirms = CollectorConfirmations()
+    for seq in (1, 2, 4, 5, 7):
+        confirms.durable("plant-a", "pi-01", BOOT, seq)
+    [first] = confirms.due(now_s=0.0, now_ms=NOW_MS)
+    assert (first.durable_seq, first.above, first.highest_seq()) == (2, [(4, 5), (7, 7)], 7)
+    assert parse_message(topic_for(first), encode(first)) == first
+    for seq in range(10, 10 + 2 * (MAX_ACK_RANGES + 5), 2):  # more runs than one ack names
+        confirms.durable("plant-a", "pi-01", BOOT, seq)
+    [second] = confirms.due(now_s=1.0, now_ms=NOW_MS)
+    assert second.above is not None and len(second.above) == MAX_ACK_RANGES
+    assert second.above[:3] == [(4, 5), (7, 7), (10, 10)]  # the lowest: those matter first
+    confirms.durable("plant-a", "pi-01", BOOT, 3)
+    [third] = confirms.due(now_s=2.0, now_ms=NOW_MS)
+    assert (third.durable_seq, third.above[0]) == (5, (7, 7))  # type: ignore[index]
+
+
+def test_confirm_ack_ranges_must_lie_past_the_hole_and_ascend() -> None:
+    good = json.loads(ack(3))
+    for above in ([[4, 6]], [[5, 4]], [[5, 6], [7, 8]], [[8, 9], [5, 6]]):
+        payload = json.dumps({**good, "above": above}).encode()
+        with pytest.raises(WireError, match="above"):
+            parse_message("sitewatch/v1/plant-a/ack/pi-01", payload)
 
 
 def test_confirm_collector_assumes_nothing_before_a_boots_first_seq() -> None:
@@ -277,6 +303,40 @@ def test_confirm_agent_resends_only_while_the_collector_confirms_others(
     clock.advance(2.0)
     confirms.on_ack(ack(2))
     assert [b.boot_id for b in confirms.due()] == [BOOT]
+
+
+def test_confirm_agent_gives_up_stubs_the_collector_lacks_below_a_seq_it_holds(
+    tmp_path: Path,
+) -> None:
+    """The cap evicted the payload of rows the broker acknowledged (stubs); a broker crash
+    then lost some of them. The collector's ranges tell which: those are confirmed, the ones
+    below its highest seq that it lacks are counted lost, and the hole is skipped."""
+    box = Outbox(tmp_path / "o.db", max_bytes=8 * 200)
+    clock = FakeClock(wall_s=NOW_MS / 1000)
+    confirms = policy(box, clock)
+    for seq in range(1, 11):
+        row = box.add("telemetry", "t", b"x" * 200, readings=2, created_ms=NOW_MS,
+                      boot_id=BOOT, seq=seq)
+        box.hold([row], at_ms=int(clock.time() * 1000))
+    assert box.stats().stubbed == 6  # seqs 1-3 have no payload left
+    clock.advance(1.0)
+    # The collector has 1 and, past the hole at 2, seq 3 and seq 9.
+    sack = encode(AckMessage(site="plant-a", device="pi-01", boot_id=BOOT, durable_seq=1,
+                             above=[(3, 3), (9, 9)], ts=NOW_MS))
+    assert confirms.on_ack(sack) is None  # seq 2 is still held (as a stub)
+    assert [r.seq for r in box.fetch(0, 20)] == [4, 5, 6, 7, 8, 10]
+    assert box.stats().confirmed == 6
+    clock.advance(61.0)
+    confirms.on_ack(sack)
+    [boot] = confirms.due()  # seq 2 lost; 4-8 (and 10) sent again
+    assert boot.boot_id == BOOT
+    stats = box.stats()
+    assert (stats.dropped_unconfirmed, stats.stubbed, box.held_from(BOOT)) == (2, 0, 4)
+    skip = confirms.on_ack(sack)
+    assert skip is not None
+    message = parse_message(*skip)
+    assert isinstance(message, SkipMessage) and message.held_from == 4
+    assert stats.produced == stats.acked + stats.pending + stats.dropped
 
 
 def test_confirm_agent_no_resend_when_the_collector_just_went_away(outbox: Outbox) -> None:

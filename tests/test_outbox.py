@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from sitewatch.agent.outbox import Outbox, read_stats
+from sitewatch.agent.outbox import STUB_BYTES, Outbox, read_stats
 
 
 def _add(box: Outbox, kind: str, size: int, created_ms: int, readings: int = 1) -> int:
@@ -159,7 +159,12 @@ def test_outbox_release_counts_unconfirmed_rows_as_acked_not_confirmed(tmp_path:
     box.close()
 
 
-def test_outbox_caps_count_acknowledged_rows_as_acked_and_the_rest_as_dropped(
+def _balanced(box: Outbox) -> bool:
+    stats = box.stats()
+    return stats.produced == stats.acked + stats.pending + stats.dropped
+
+
+def test_outbox_cap_keeps_a_stub_of_each_unconfirmed_row_and_drops_unsent_ones(
     tmp_path: Path,
 ) -> None:
     box = Outbox(tmp_path / "o.db", max_bytes=5000)
@@ -168,10 +173,52 @@ def test_outbox_caps_count_acknowledged_rows_as_acked_and_the_rest_as_dropped(
     for seq in range(3, 10):
         _add_seq(box, "b1", seq, size=1000)
     stats = box.stats()
-    assert stats.pending_bytes <= 5000
-    assert (stats.acked, stats.dropped, stats.confirmed) == (4, 4, 0)  # 2 held, 2 never sent
-    assert stats.produced == stats.acked + stats.pending + stats.dropped
-    assert box.held_from("b1") == 5
+    assert stats.pending_bytes == 4 * 1000 + 2 * STUB_BYTES
+    # Seqs 1 and 2 lost their payload but not their place; 3, 4, 5 were never sent.
+    assert (stats.acked, stats.dropped, stats.dropped_for_size) == (0, 6, 6)
+    assert (stats.unconfirmed, stats.stubbed, stats.pending) == (4, 4, 12)
+    assert _balanced(box)
+    assert [r.seq for r in box.fetch(0, 10)] == [6, 7, 8, 9]  # a stub has nothing to send
+    assert box.held_from("b1") == 1  # so the collector is not told to skip the stubs
+    assert box.confirm("b1", 2, at_ms=6000).readings == 4  # the broker delivered them
+    stats = box.stats()
+    assert (stats.acked, stats.confirmed, stats.stubbed, stats.released) == (4, 4, 0, 0)
+    box.close()
+
+
+def test_outbox_gives_up_only_stubs_below_the_highest_seq_the_collector_holds(
+    tmp_path: Path,
+) -> None:
+    box = Outbox(tmp_path / "o.db", max_bytes=3000)
+    for seq in range(1, 7):
+        box.hold([_add_seq(box, "b1", seq, size=1000)], at_ms=5000)
+    assert box.stats().stubbed == 8  # seqs 1-4 lost their payload; 5 and 6 kept it
+    # The collector has 1, and 3 past the hole at 2: both leave the outbox, confirmed.
+    done = box.confirm("b1", 1, at_ms=6000, above=[(3, 3)])
+    assert (done.messages, done.readings) == (2, 4)
+    lost = box.give_up_stubs("b1", below_seq=3)  # seq 2: the broker lost it
+    assert (lost.messages, lost.readings, lost.first_seq, lost.last_seq) == (1, 2, 2, 2)
+    stats = box.stats()
+    assert (stats.dropped, stats.dropped_unconfirmed, stats.confirmed, stats.stubbed) == (
+        2, 2, 4, 2)
+    assert box.held_from("b1") == 4  # seq 4, above the collector's highest, may be on its way
+    assert box.give_up_stubs("b1", below_seq=3).messages == 0
+    assert [r.seq for r in box.fetch(0, 10)] == [5, 6]
+    assert _balanced(box)
+    box.close()
+
+
+def test_outbox_evicts_stubs_last_and_counts_them_released(tmp_path: Path) -> None:
+    box = Outbox(tmp_path / "o.db", max_bytes=3 * STUB_BYTES)
+    for seq in range(1, 6):
+        box.hold([_add_seq(box, "b1", seq, size=STUB_BYTES * 2)], at_ms=5000)
+    stats = box.stats()
+    assert stats.pending_bytes <= 3 * STUB_BYTES
+    # Stubs may use half the cap (one stub here): the older ones were released.
+    assert (stats.stubbed, stats.released, stats.acked, stats.dropped) == (2, 6, 6, 0)
+    assert _balanced(box)
+    assert box.held_from("b1") == 4
+    assert [r.seq for r in box.fetch(0, 10)] == [5]
     box.close()
 
 

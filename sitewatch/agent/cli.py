@@ -98,11 +98,14 @@ def _format_status(stats: OutboxStats, mode: str = "end_to_end") -> str:
         f"readings produced  {stats.produced}",
         f"readings stored    {stats.confirmed}  (confirmed by the collector, end to end)",
         f"readings acked     {stats.acked}  (by the broker; {stats.acked - stats.confirmed}"
-        " of them without the collector's confirmation)",
+        f" of them without the collector's confirmation, {stats.released} of those released"
+        " unconfirmed)",
         f"readings pending   {stats.pending}  ({stats.unconfirmed} acked by the broker,"
-        " waiting for the collector's confirmation)",
+        f" waiting for the collector's confirmation; {stats.stubbed} of those evicted for the"
+        " cap, kept as stubs)",
         f"readings dropped   {stats.dropped}"
-        f"  (outbox full: {stats.dropped_for_size}, too old: {stats.dropped_for_age})",
+        f"  (outbox full: {stats.dropped_for_size}, too old: {stats.dropped_for_age},"
+        f" lost by the broker after its ack: {stats.dropped_unconfirmed})",
         f"events   produced {stats.events_produced}  stored {stats.events_confirmed}"
         f"  acked {stats.events_acked}  pending {stats.events_pending}"
         f"  dropped {stats.events_dropped}",

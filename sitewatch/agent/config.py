@@ -67,7 +67,9 @@ class OutboxConfig(Section):
     ``path`` is the database file (its directory must be writable: systemd's
     ``StateDirectory``). When the queued payloads exceed ``max_bytes`` (default 64 MiB) or a
     message is older than ``max_age_s`` (default 14 days) the oldest telemetry is dropped
-    first and events last; every drop is counted. After an outage the backlog is replayed
+    first and events last; every drop is counted (a message the broker acknowledged but the
+    collector has not confirmed keeps a 64-byte stub instead, so a later loss is counted
+    too). After an outage the backlog is replayed
     oldest-first at up to ``drain_rate_per_s`` messages per second (default 20) beside live data.
     """
 

@@ -7,7 +7,8 @@ default) a PUBACK only marks an outbox row *unconfirmed*; the row leaves the out
 collector's confirmation for its boot (``wire.AckMessage``, retained on
 ``sitewatch/v1/<site>/ack/<device>``) reaches its seq. Rules, all on the MQTT network thread:
 
-- **Confirm.** Every confirmation deletes the rows of its boot up to ``durable_seq``.
+- **Confirm.** Every confirmation deletes the rows of its boot up to ``durable_seq``, and
+  those in its ``above`` ranges (durable past a hole).
 - **Resend after a reconnect.** Unconfirmed rows stay in the outbox, so the backlog replayed
   at each connect includes them (the retained confirmation, which arrives first, removes
   what was stored meanwhile). Each such republish is counted as ``resent``.
@@ -21,19 +22,23 @@ collector's confirmation for its boot (``wire.AckMessage``, retained on
   and starts over once the boot's confirmation moves, so a stuck collector is not flooded.
   While the collector is silent (stopped, or catching up), nothing is resent: the broker
   holds those messages in its session, and a broker restart means a reconnect, which resends.
+- **Lost stubs.** When the outbox's cap evicted the payload of an unconfirmed row, a stub
+  remains (``sitewatch.agent.outbox``). When a resend is due, the stubs below the highest
+  seq the collector holds cannot be sent, and the collector does not have them: the broker
+  lost them. They are counted as dropped (``dropped_unconfirmed``), which opens a hole.
 - **Holes.** A confirmation may wait for a seq the agent no longer holds (dropped for the
-  outbox's caps, released to the broker, or never committed). The agent then tells the
-  collector where its rows of that boot start (``wire.SkipMessage``), so confirmations can
-  move past the hole.
+  outbox's caps, lost as stubs, released to the broker, or never committed). The agent then
+  tells the collector where its rows of that boot start (``wire.SkipMessage``), so
+  confirmations can move past the hole.
 - **Fallback.** If this outbox has never had a confirmation and none arrives within
   ``confirm_timeout_s`` of a connect while unconfirmed rows wait (an older collector, an ACL
   that hides the ack topic, or a new device whose collector is down), or when the retained
   confirmation is cleared (a collector with confirmations turned off does that, and the
   outbox then forgets it ever had one), the agent falls back to the broker's PUBACK: it
-  releases the unconfirmed rows (counted as acked, not confirmed) and deletes rows on PUBACK
-  from then on, so the outbox does not fill and nothing is resent forever. The first
-  confirmation that arrives ends the fallback. A device that a confirming collector has
-  served does not fall back when confirmations pause (the collector is down, or a broker
+  releases the unconfirmed rows (counted as acked and released, not confirmed) and deletes
+  rows on PUBACK from then on, so the outbox does not fill and nothing is resent forever. The
+  first confirmation that arrives ends the fallback. A device that a confirming collector
+  has served does not fall back when confirmations pause (the collector is down, or a broker
   crash lost the retained confirmation): its rows wait, within the outbox's caps, since that
   is exactly when the broker alone holds them.
 """
@@ -93,6 +98,7 @@ class Confirmations:
         self._moved: dict[str, tuple[int, float]] = {}  # boot → (durable_seq, when it moved)
         self._wait_s: dict[str, float] = {}  # boot → current resend wait
         self._skipped: dict[str, tuple[int, float]] = {}  # boot → (held_from sent, when)
+        self._highest: dict[str, int] = {}  # boot → the highest seq the collector holds
         self._next_check = 0.0
         self._bad_logged = False
         if end_to_end and stats.broker_fallback:
@@ -138,7 +144,8 @@ class Confirmations:
             self.fallback = False
             self.outbox.set_fallback(False)
             log.info("the collector confirms again: keeping messages until it has stored them")
-        self.outbox.confirm(ack.boot_id, ack.durable_seq, at_ms=now_ms)
+        self.outbox.confirm(ack.boot_id, ack.durable_seq, at_ms=now_ms, above=ack.above or ())
+        self._highest[ack.boot_id] = ack.highest_seq()
         moved = self._moved.get(ack.boot_id)
         if moved is None or ack.durable_seq > moved[0]:
             self._moved[ack.boot_id] = (ack.durable_seq, now)
@@ -198,6 +205,17 @@ class Confirmations:
                 "%d messages of boot %s unconfirmed for %.0f s: sending them again",
                 boot.messages, boot.boot_id, wait_s,
             )
+            lost = self.outbox.give_up_stubs(
+                boot.boot_id, below_seq=self._highest.get(boot.boot_id, 0)
+            )
+            if lost.messages:
+                log.warning(
+                    "%d messages of boot %s (seq %d to %d: %d readings, %d events) never"
+                    " reached the collector although the broker acknowledged them, and the"
+                    " outbox, full, no longer held their payload: counted as dropped",
+                    lost.messages, boot.boot_id, lost.first_seq, lost.last_seq, lost.readings,
+                    lost.events,
+                )
         return resend
 
     def _fall_back(self, why: str) -> None:
@@ -213,7 +231,7 @@ class Confirmations:
         """Bound the per-boot state: keep what boots with unconfirmed rows need."""
         for boot in [b for b in self._wait_s if b not in boots]:
             del self._wait_s[boot]
-        for state in (self._moved, self._skipped):
+        for state in (self._moved, self._skipped, self._highest):
             if len(state) > 16:
                 for boot in [b for b in state if b not in boots]:
                     del state[boot]

@@ -17,11 +17,26 @@ with ``synchronous=NORMAL``: safe from corruption, and a commit survives a crash
 (a power cut may roll back the last commits, which is the price of not wearing out the SD card).
 
 The outbox is capped by payload bytes (``max_bytes``) and by age (``max_age_s``). When a new
-message does not fit, the oldest telemetry goes first and events last. A row that never got a
-PUBACK is counted as dropped; one the broker had acknowledged is counted as acked (the broker
-has it; only the collector's confirmation was still missing). So for readings
-``produced == acked + pending + dropped`` always holds, and ``confirmed <= acked`` counts what
-the collector confirmed stored. The counters live in the same database and survive restarts.
+message does not fit, the oldest telemetry goes first and events last:
+
+- A row that never got a PUBACK is deleted and counted as dropped (``dropped_for_size``).
+- A row the broker acknowledged but the collector has not confirmed loses only its payload: it
+  stays as a *stub* (its identity and counts, ``STUB_BYTES`` of the cap) because the broker
+  may still lose it, and the agent must be able to tell. The collector's confirmation covers
+  it like any row (confirmed). If the collector keeps confirming the device, and holds a
+  later seq, but still lacks the stub's after ``delivery.confirm_timeout_s``, the broker lost
+  it: the stub is counted as dropped (``dropped_unconfirmed``) and the collector is told to
+  move past it (``give_up_stubs``, then a ``wire.SkipMessage``).
+- Stubs may fill at most half the cap, so new data always has the other half: beyond that
+  (or when nothing but stubs is left) the oldest stubs go, counted as acked and ``released``:
+  left to the broker's care, which the agent can no longer follow. With the default 64 MiB
+  cap that is over half a million messages the broker acknowledged while no collector
+  confirmed them.
+
+So for readings ``produced == acked + pending + dropped`` always holds; ``confirmed <= acked``
+counts what the collector confirmed stored, and ``released`` what was acked without a
+confirmation under end-to-end delivery (also the fallback's release). The counters live in
+the same database and survive restarts.
 
 >>> import tempfile, pathlib
 >>> box = Outbox(pathlib.Path(tempfile.mkdtemp()) / "outbox.db", max_bytes=1 << 20)
@@ -38,12 +53,34 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from sitewatch.sqlitefile import open_wal
 
-__all__ = ["Confirmed", "Outbox", "OutboxRow", "OutboxStats", "UnconfirmedBoot", "read_stats"]
+__all__ = [
+    "STUB_BYTES",
+    "Confirmed",
+    "GivenUp",
+    "Outbox",
+    "OutboxRow",
+    "OutboxStats",
+    "UnconfirmedBoot",
+    "read_stats",
+]
+
+_Victim = tuple[int, int, int, int, int | None, int, int | None]
+"""A row leaving the outbox: id, readings, events, size, pubacked_ms, whether a stub (0/1),
+seq."""
+
+_VICTIMS = (
+    "SELECT id, readings, events, size, pubacked_ms, length(payload) = 0, seq FROM messages"
+)
+
+STUB_BYTES = 64
+"""What a stub (a row whose payload the cap evicted after its PUBACK) counts against
+``max_bytes``: its identity and counts still take room on disk, so stubs are bounded too."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS messages (
@@ -85,6 +122,8 @@ _COUNTERS = (
     "messages_dropped",
     "dropped_for_size",
     "dropped_for_age",
+    "dropped_unconfirmed",
+    "released",
     "resent",
 )
 
@@ -120,6 +159,18 @@ class Confirmed:
 
 
 @dataclass(frozen=True)
+class GivenUp:
+    """Stubs counted as lost by ``give_up_stubs``: how many, their readings and events, and
+    their lowest and highest seq (0 when none)."""
+
+    messages: int
+    readings: int
+    events: int
+    first_seq: int
+    last_seq: int
+
+
+@dataclass(frozen=True)
 class UnconfirmedBoot:
     """PUBACKed rows of one boot still waiting for the collector: how many, the oldest
     PUBACK (ms) and the lowest such row id."""
@@ -136,7 +187,11 @@ class OutboxStats:
 
     ``produced == acked + pending + dropped`` (and likewise for events). ``confirmed`` (part
     of ``acked``) is what the collector confirmed stored; ``unconfirmed`` (part of
-    ``pending``) what the broker acknowledged but the collector has not confirmed yet.
+    ``pending``) what the broker acknowledged but the collector has not confirmed yet;
+    ``stubbed`` (part of ``unconfirmed``) the readings of stubs, whose payload the cap
+    evicted. Drops by reason: ``dropped_for_size`` and ``dropped_for_age`` (never reached the
+    broker), ``dropped_unconfirmed`` (stubs the broker lost). ``released`` (part of
+    ``acked``): unconfirmed readings the agent stopped following (fallback, or stubs evicted).
     ``resent``: messages published again after a PUBACK because no confirmation came.
     """
 
@@ -157,6 +212,9 @@ class OutboxStats:
     messages_dropped: int
     dropped_for_size: int
     dropped_for_age: int
+    dropped_unconfirmed: int
+    released: int
+    stubbed: int
     resent: int
     oldest_pending_ms: int | None
     broker_fallback: bool
@@ -193,7 +251,20 @@ class Outbox:
             self._db.execute("INSERT OR IGNORE INTO counters VALUES (?, 0)", (name,))
         for name in _MARKS:
             self._db.execute("INSERT OR IGNORE INTO marks VALUES (?, NULL)", (name,))
+        self._recount()
+
+    def _recount(self) -> None:
+        """Read the payload bytes and the stubs' share of them (kept in memory after)."""
         self._pending_bytes = self._scalar("SELECT COALESCE(SUM(size), 0) FROM messages")
+        self._stub_bytes = STUB_BYTES * self._scalar(
+            "SELECT COUNT(*) FROM messages WHERE length(payload) = 0"
+        )
+
+    def _forget(self, size: int, stub: int) -> None:
+        """A row left: take its bytes off the totals."""
+        self._pending_bytes -= size
+        if stub:
+            self._stub_bytes -= size
 
     def _scalar(self, sql: str, args: tuple[object, ...] = ()) -> int:
         row = self._db.execute(sql, args).fetchone()
@@ -239,54 +310,79 @@ class Outbox:
         assert row_id is not None
         return row_id
 
-    def _drop(self, rows: list[tuple[int, int, int, int, int | None]], reason: str) -> None:
-        for row_id, readings, events, size, pubacked_ms in rows:
+    def _drop(self, rows: list[_Victim], reason: str) -> None:
+        """Delete rows that never reached the collector, counted as dropped for ``reason``."""
+        for row_id, readings, events, size, _, stub, _ in rows:
             self._db.execute("DELETE FROM messages WHERE id = ?", (row_id,))
-            self._pending_bytes -= size
-            if pubacked_ms is not None:
-                # The broker acknowledged it: it is in the broker's care, not lost here.
-                self._bump("acked", readings)
-                self._bump("events_acked", events)
-                continue
+            self._forget(size, stub)
             self._bump("dropped", readings)
             self._bump("events_dropped", events)
             self._bump("messages_dropped", 1)
             self._bump(reason, readings)
 
+    def _release(self, rows: list[_Victim]) -> None:
+        """Delete acknowledged rows without their confirmation: the broker's care from now."""
+        for row_id, readings, events, size, _, stub, _ in rows:
+            self._db.execute("DELETE FROM messages WHERE id = ?", (row_id,))
+            self._forget(size, stub)
+            self._bump("acked", readings)
+            self._bump("events_acked", events)
+            self._bump("released", readings)
+
+    def _stub(self, row: _Victim) -> None:
+        """Keep an acknowledged, unconfirmed row without its payload (see the module doc)."""
+        self._db.execute(
+            "UPDATE messages SET payload = x'', size = ? WHERE id = ?", (STUB_BYTES, row[0])
+        )
+        self._pending_bytes -= row[3] - STUB_BYTES
+        self._stub_bytes += STUB_BYTES
+
+    def _evict(self, row: _Victim) -> int:
+        """Make room for the cap with one row; returns the bytes freed."""
+        size, pubacked_ms, stub = row[3], row[4], row[5]
+        if pubacked_ms is None:
+            self._drop([row], "dropped_for_size")
+            return size
+        if not stub and size > STUB_BYTES:
+            self._stub(row)
+            return size - STUB_BYTES
+        self._release([row])
+        return size
+
     def _expire(self, cutoff_ms: int) -> None:
-        rows = self._db.execute(
-            "SELECT id, readings, events, size, pubacked_ms FROM messages WHERE created_ms < ?",
-            (cutoff_ms,),
+        rows: list[_Victim] = self._db.execute(
+            f"{_VICTIMS} WHERE created_ms < ?", (cutoff_ms,)
         ).fetchall()
-        self._drop(rows, "dropped_for_age")
+        self._drop([r for r in rows if r[4] is None], "dropped_for_age")
+        self._release([r for r in rows if r[4] is not None])
 
     def _enforce_size(self) -> None:
         while self._pending_bytes > self.max_bytes:
-            # Oldest telemetry first; events only when no telemetry is left.
-            rows = self._db.execute(
-                "SELECT id, readings, events, size, pubacked_ms FROM messages"
-                " ORDER BY kind = 'event', id LIMIT 64"
+            # Stubs may fill half the cap, so new data always has the other half; within that,
+            # the oldest telemetry goes first, then events, and stubs when nothing else is left.
+            stubs_first = self._stub_bytes > self.max_bytes // 2
+            rows: list[_Victim] = self._db.execute(
+                f"{_VICTIMS} ORDER BY (length(payload) = 0) != ?, kind = 'event', id LIMIT 64",
+                (stubs_first,),
             ).fetchall()
             if not rows:
                 break
             excess = self._pending_bytes - self.max_bytes
-            victims = []
             for row in rows:
-                victims.append(row)
-                excess -= row[3]
-                if excess <= 0:
-                    break
-            self._drop(victims, "dropped_for_size")
+                excess -= self._evict(row)
+                if excess <= 0 or stubs_first != (self._stub_bytes > self.max_bytes // 2):
+                    break  # done, or the stubs' share crossed half the cap: choose again
         if self._scalar("PRAGMA freelist_count") > 256:
             self._db.execute("PRAGMA incremental_vacuum(256)")
 
     def fetch(self, after_id: int, limit: int, up_to_id: int | None = None) -> list[OutboxRow]:
-        """Up to ``limit`` messages with ``after_id < id [<= up_to_id]``, oldest first."""
+        """Up to ``limit`` messages with ``after_id < id [<= up_to_id]``, oldest first
+        (stubs, which have nothing to send, are left out)."""
         with self._lock:
             rows = self._db.execute(
                 "SELECT id, kind, topic, created_ms, readings, events, payload, boot_id, seq,"
                 " pubacked_ms IS NOT NULL FROM messages"
-                " WHERE id > ? AND id <= ? ORDER BY id LIMIT ?",
+                " WHERE id > ? AND id <= ? AND length(payload) > 0 ORDER BY id LIMIT ?",
                 (after_id, up_to_id if up_to_id is not None else 2**62, limit),
             ).fetchall()
         return [
@@ -303,14 +399,15 @@ class Outbox:
         removed = 0
         for row_id in row_ids:
             row = self._db.execute(
-                "DELETE FROM messages WHERE id = ? RETURNING readings, events, size", (row_id,)
+                "DELETE FROM messages WHERE id = ?"
+                " RETURNING readings, events, size, length(payload) = 0", (row_id,)
             ).fetchone()
             if row is None:
                 continue
             removed += 1
             self._bump("acked", row[0])
             self._bump("events_acked", row[1])
-            self._pending_bytes -= row[2]
+            self._forget(row[2], row[3])
         return removed
 
     def _transaction(self) -> _Transaction:
@@ -329,10 +426,10 @@ class Outbox:
             return self._delete_acked(row_ids)
 
     def hold(self, row_ids: list[int], *, at_ms: int) -> int:
-        """The broker acknowledged these messages: keep them, marked unconfirmed since
-        ``at_ms``, until the collector confirms them. Rows without an identity (written by an
-        older agent) cannot be confirmed and are deleted as acknowledged. Returns how many
-        rows were still there."""
+        """The broker acknowledged these messages: keep them, marked unconfirmed (last
+        acknowledged at ``at_ms``), until the collector confirms them. Rows without an
+        identity (written by an older agent) cannot be confirmed and are deleted as
+        acknowledged. Returns how many rows were still there."""
         if not row_ids:
             return 0
         with self._transaction():
@@ -340,8 +437,7 @@ class Outbox:
             legacy = []
             for row_id in row_ids:
                 row = self._db.execute(
-                    "UPDATE messages SET pubacked_ms = COALESCE(pubacked_ms, ?)"
-                    " WHERE id = ? RETURNING seq",
+                    "UPDATE messages SET pubacked_ms = ? WHERE id = ? RETURNING seq",
                     (at_ms, row_id),
                 ).fetchone()
                 if row is None:
@@ -352,19 +448,31 @@ class Outbox:
                     kept += 1
             return kept + self._delete_acked(legacy)
 
-    def confirm(self, boot_id: str, durable_seq: int, *, at_ms: int) -> Confirmed:
-        """The collector has stored everything of ``boot_id`` up to ``durable_seq``: delete
-        those rows (acknowledged or not: a copy of an earlier connection may be what got
-        there) and count them acked and confirmed."""
+    def confirm(
+        self,
+        boot_id: str,
+        durable_seq: int,
+        *,
+        at_ms: int,
+        above: Sequence[tuple[int, int]] = (),
+    ) -> Confirmed:
+        """The collector has stored everything of ``boot_id`` up to ``durable_seq``, and the
+        seqs of the ``above`` ranges ([first, last]): delete those rows (acknowledged or not:
+        a copy of an earlier connection may be what got there) and count them acked and
+        confirmed."""
+        spans = [(0, durable_seq), *above]
         with self._transaction():
-            rows = self._db.execute(
-                "DELETE FROM messages WHERE boot_id = ? AND seq <= ?"
-                " RETURNING readings, events, size",
-                (boot_id, durable_seq),
-            ).fetchall()
+            rows = []
+            for first, last in spans:
+                rows += self._db.execute(
+                    "DELETE FROM messages WHERE boot_id = ? AND seq BETWEEN ? AND ?"
+                    " RETURNING readings, events, size, length(payload) = 0",
+                    (boot_id, first, last),
+                ).fetchall()
             readings = sum(r[0] for r in rows)
             events = sum(r[1] for r in rows)
-            self._pending_bytes -= sum(r[2] for r in rows)
+            for row in rows:
+                self._forget(row[2], row[3])
             for name in ("acked", "confirmed"):
                 self._bump(name, readings)
                 self._bump(f"events_{name}", events)
@@ -372,13 +480,32 @@ class Outbox:
             return Confirmed(len(rows), readings, events)
 
     def release_unconfirmed(self) -> int:
-        """Delete every acknowledged but unconfirmed row, counted as acked (the broker has
-        them): the fallback when no collector confirms. Returns how many were removed."""
+        """Delete every acknowledged but unconfirmed row, counted as acked and released (the
+        broker has them): the fallback when no collector confirms. Returns how many were
+        removed."""
         with self._transaction():
-            ids = [r[0] for r in self._db.execute(
-                "SELECT id FROM messages WHERE pubacked_ms IS NOT NULL"
-            ).fetchall()]
-            return self._delete_acked(ids)
+            rows: list[_Victim] = self._db.execute(
+                f"{_VICTIMS} WHERE pubacked_ms IS NOT NULL"
+            ).fetchall()
+            self._release(rows)
+            return len(rows)
+
+    def give_up_stubs(self, boot_id: str, *, below_seq: int) -> GivenUp:
+        """The collector waited too long for stubs of ``boot_id`` while it holds a later seq
+        (``below_seq``, its highest durable one): the broker lost them. Count them as dropped
+        (``dropped_unconfirmed``) and delete them, so ``held_from`` moves past them and the
+        collector is told to stop waiting. Stubs above ``below_seq`` may still be on their
+        way and are kept. Returns what was dropped.
+        """
+        with self._transaction():
+            lost: list[_Victim] = self._db.execute(
+                _VICTIMS + " WHERE boot_id = ? AND length(payload) = 0 AND seq < ?",
+                (boot_id, below_seq),
+            ).fetchall()
+            self._drop(lost, "dropped_unconfirmed")
+            seqs = [row[6] or 0 for row in lost] or [0]
+            return GivenUp(len(lost), sum(r[1] for r in lost), sum(r[2] for r in lost),
+                           min(seqs), max(seqs))
 
     def held_from(self, boot_id: str) -> int | None:
         """The lowest seq of ``boot_id`` still in the outbox (None: nothing of that boot)."""
@@ -445,7 +572,7 @@ class _Transaction:
                 box._db.execute("COMMIT")
             else:
                 box._db.execute("ROLLBACK")
-                box._pending_bytes = box._scalar("SELECT COALESCE(SUM(size), 0) FROM messages")
+                box._recount()
         finally:
             box._lock.release()
 
@@ -454,11 +581,12 @@ _PENDING = (
     "SELECT COALESCE(SUM(readings), 0), COALESCE(SUM(events), 0), COUNT(*),"
     " COALESCE(SUM(size), 0), MIN(created_ms),"
     " COALESCE(SUM(CASE WHEN pubacked_ms IS NOT NULL THEN readings ELSE 0 END), 0),"
-    " COALESCE(SUM(pubacked_ms IS NOT NULL), 0) FROM messages"
+    " COALESCE(SUM(pubacked_ms IS NOT NULL), 0),"
+    " COALESCE(SUM(CASE WHEN length(payload) = 0 THEN readings ELSE 0 END), 0) FROM messages"
 )
 _PENDING_OLD = (  # an outbox an older agent is still writing (read by a newer `status`)
     "SELECT COALESCE(SUM(readings), 0), COALESCE(SUM(events), 0), COUNT(*),"
-    " COALESCE(SUM(size), 0), MIN(created_ms), 0, 0 FROM messages"
+    " COALESCE(SUM(size), 0), MIN(created_ms), 0, 0, 0 FROM messages"
 )
 
 
@@ -489,6 +617,9 @@ def _stats(db: sqlite3.Connection) -> OutboxStats:
         messages_dropped=counters.get("messages_dropped", 0),
         dropped_for_size=counters.get("dropped_for_size", 0),
         dropped_for_age=counters.get("dropped_for_age", 0),
+        dropped_unconfirmed=counters.get("dropped_unconfirmed", 0),
+        released=counters.get("released", 0),
+        stubbed=int(pending[7]),
         resent=counters.get("resent", 0),
         oldest_pending_ms=pending[4],
         broker_fallback=bool(marks.get("broker_fallback") or 0),

@@ -13,6 +13,9 @@ restarts learns it at once).
   confirms nothing beyond 0 until the agent resends them or says it no longer holds them
   (``skip``, from a ``wire.SkipMessage``: dropped for its outbox's caps, or already confirmed
   to a collector that has since lost its state).
+- A confirmation also names the durable seqs past a hole (``AckMessage.above``, the lowest
+  ``MAX_ACK_RANGES`` runs), so the agent neither resends them nor mistakes a lost message
+  for a late one.
 - Publishing is coalesced: ``due`` returns at most one confirmation per (device, boot) that
   received a durable message since the last round, one round per ``interval_s``. A round
   repeats an unchanged ``durable_seq`` too: the agent reads that as "waiting for the next
@@ -31,8 +34,8 @@ Everything runs on the MQTT thread (``Ingest.release_acks`` and ``Collector._tic
 >>> confirms = Confirmations(interval_s=1.0)
 >>> for seq in (1, 2, 4):
 ...     confirms.durable("plant-a", "pi-01", "3f2a9c1d", seq)
->>> [(a.boot_id, a.durable_seq) for a in confirms.due(now_s=10.0, now_ms=10_000)]
-[('3f2a9c1d', 2)]
+>>> [(a.boot_id, a.durable_seq, a.above) for a in confirms.due(now_s=10.0, now_ms=10_000)]
+[('3f2a9c1d', 2, [(4, 4)])]
 >>> confirms.durable("plant-a", "pi-01", "3f2a9c1d", 3)
 >>> confirms.due(now_s=10.5, now_ms=10_500)  # within interval_s of the last round
 []
@@ -51,7 +54,14 @@ from pathlib import Path
 from typing import Any
 
 from sitewatch.sqlitefile import open_wal
-from sitewatch.wire import MAX_PAYLOAD_BYTES, AckMessage, Kind, WireError, parse_topic
+from sitewatch.wire import (
+    MAX_ACK_RANGES,
+    MAX_PAYLOAD_BYTES,
+    AckMessage,
+    Kind,
+    WireError,
+    parse_topic,
+)
 
 __all__ = [
     "MAX_ABOVE",
@@ -87,6 +97,22 @@ class _Stream:
         while self.durable_seq + 1 in above:
             self.durable_seq += 1
             above.discard(self.durable_seq)
+
+
+def _ranges(seqs: set[int]) -> list[tuple[int, int]] | None:
+    """The lowest ``MAX_ACK_RANGES`` runs of consecutive seqs, as [first, last] (None: no
+    seqs)."""
+    if not seqs:
+        return None
+    ranges: list[tuple[int, int]] = []
+    for seq in sorted(seqs):
+        if ranges and seq == ranges[-1][1] + 1:
+            ranges[-1] = (ranges[-1][0], seq)
+        elif len(ranges) == MAX_ACK_RANGES:
+            break
+        else:
+            ranges.append((seq, seq))
+    return ranges
 
 
 class Confirmations:
@@ -157,10 +183,12 @@ class Confirmations:
         dirty, self._dirty = self._dirty, {}
         out = []
         for site, device, boot_id in dirty:
-            seq = self.durable_seq(site, device, boot_id)
-            if seq is not None:
+            boots = self._streams.get((site, device))
+            stream = boots.get(boot_id) if boots is not None else None
+            if stream is not None:
                 out.append(AckMessage(site=site, device=device, boot_id=boot_id,
-                                      durable_seq=seq, ts=now_ms))
+                                      durable_seq=stream.durable_seq,
+                                      above=_ranges(stream.above), ts=now_ms))
         self.published += len(out)
         return out
 
