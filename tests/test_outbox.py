@@ -208,6 +208,25 @@ def test_outbox_gives_up_only_stubs_below_the_highest_seq_the_collector_holds(
     box.close()
 
 
+def test_outbox_cap_spares_rows_on_their_way_to_the_broker(tmp_path: Path) -> None:
+    """Dropping a row whose publish may yet be acknowledged would count a loss that does not
+    happen (the collector stores it): the cap takes the next row instead."""
+    box = Outbox(tmp_path / "o.db", max_bytes=3000)
+    first = [_add_seq(box, "b1", seq, size=1000) for seq in (1, 2, 3)]
+    box.mark_sent(first[0])
+    fourth = _add_seq(box, "b1", 4, size=1000)
+    assert [r.seq for r in box.fetch(0, 10)] == [1, 3, 4]  # seq 2 went, not seq 1
+    box.hold([first[0]], at_ms=5000)  # its PUBACK came: it is an ordinary held row again
+    _add_seq(box, "b1", 5, size=1000)
+    assert box.stats().stubbed == 2  # seq 1, as any acknowledged row, became a stub
+    assert [r.seq for r in box.fetch(0, 10)] == [4, 5]  # and seq 3 was dropped
+    box.mark_sent(fourth)
+    box.forget_sent()  # the connection dropped: no PUBACK will come for seq 4
+    _add_seq(box, "b1", 6, size=1000)
+    assert [r.seq for r in box.fetch(0, 10)] == [5, 6]
+    box.close()
+
+
 def test_outbox_evicts_stubs_last_and_counts_them_released(tmp_path: Path) -> None:
     box = Outbox(tmp_path / "o.db", max_bytes=3 * STUB_BYTES)
     for seq in range(1, 6):

@@ -95,6 +95,7 @@ class Delivery:
     def on_disconnected(self) -> None:
         self._inflight.clear()
         self._flush_acks()
+        self.outbox.forget_sent()
 
     def on_published(self, mid: int) -> None:
         row_id = self._inflight.pop(mid, None)
@@ -145,6 +146,7 @@ class Delivery:
         if mid is None:
             return False
         self._inflight[mid] = row.id
+        self.outbox.mark_sent(row.id)
         if row.pubacked:
             self._resent += 1
         return True

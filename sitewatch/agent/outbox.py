@@ -19,7 +19,8 @@ with ``synchronous=NORMAL``: safe from corruption, and a commit survives a crash
 The outbox is capped by payload bytes (``max_bytes``) and by age (``max_age_s``). When a new
 message does not fit, the oldest telemetry goes first and events last:
 
-- A row that never got a PUBACK is deleted and counted as dropped (``dropped_for_size``).
+- A row that never got a PUBACK is deleted and counted as dropped (``dropped_for_size``);
+  rows published and still waiting for their PUBACK are spared while others can go.
 - A row the broker acknowledged but the collector has not confirmed loses only its payload: it
   stays as a *stub* (its identity and counts, ``STUB_BYTES`` of the cap) because the broker
   may still lose it, and the agent must be able to tell. The collector's confirmation covers
@@ -238,6 +239,7 @@ class Outbox:
         self.max_bytes = max_bytes
         self.max_age_ms = int(max_age_s * 1000)
         self._lock = threading.Lock()
+        self._sent: set[int] = set()  # published, PUBACK not yet applied (see mark_sent)
         # A small page cache: the outbox is written and read sequentially, and the agent must
         # stay light on a Pi.
         self._db = open_wal(path, journal_size_limit_bytes=8 << 20, cache_kib=256)
@@ -362,11 +364,14 @@ class Outbox:
             # the oldest telemetry goes first, then events, and stubs when nothing else is left.
             stubs_first = self._stub_bytes > self.max_bytes // 2
             rows: list[_Victim] = self._db.execute(
-                f"{_VICTIMS} ORDER BY (length(payload) = 0) != ?, kind = 'event', id LIMIT 64",
-                (stubs_first,),
+                f"{_VICTIMS} ORDER BY (length(payload) = 0) != ?, kind = 'event', id LIMIT ?",
+                (stubs_first, 64 + len(self._sent)),
             ).fetchall()
             if not rows:
                 break
+            # A row on its way to the broker may well arrive: dropping it would count a loss
+            # that does not happen. Spare those while anything else can go.
+            rows = [row for row in rows if row[0] not in self._sent] or rows
             excess = self._pending_bytes - self.max_bytes
             for row in rows:
                 excess -= self._evict(row)
@@ -374,6 +379,17 @@ class Outbox:
                     break  # done, or the stubs' share crossed half the cap: choose again
         if self._scalar("PRAGMA freelist_count") > 256:
             self._db.execute("PRAGMA incremental_vacuum(256)")
+
+    def mark_sent(self, row_id: int) -> None:
+        """The row was published; until its PUBACK is applied (``hold``/``ack``) or the
+        connection drops (``forget_sent``), the cap spares it if it can."""
+        with self._lock:
+            self._sent.add(row_id)
+
+    def forget_sent(self) -> None:
+        """The connection dropped: what was on its way gets no PUBACK now."""
+        with self._lock:
+            self._sent.clear()
 
     def fetch(self, after_id: int, limit: int, up_to_id: int | None = None) -> list[OutboxRow]:
         """Up to ``limit`` messages with ``after_id < id [<= up_to_id]``, oldest first
@@ -423,6 +439,7 @@ class Outbox:
         if not row_ids:
             return 0
         with self._transaction():
+            self._sent.difference_update(row_ids)
             return self._delete_acked(row_ids)
 
     def hold(self, row_ids: list[int], *, at_ms: int) -> int:
@@ -433,6 +450,7 @@ class Outbox:
         if not row_ids:
             return 0
         with self._transaction():
+            self._sent.difference_update(row_ids)
             kept = 0
             legacy = []
             for row_id in row_ids:
