@@ -5,6 +5,8 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
+import pytest
+
 from sitewatch.agent.outbox import STUB_BYTES, Outbox, read_stats
 
 
@@ -283,3 +285,10 @@ def test_outbox_counts_resends_and_remembers_the_fallback(tmp_path: Path) -> Non
     box.close()
     stats = read_stats(path)
     assert (stats.resent, stats.broker_fallback, stats.last_confirmation_ms) == (3, True, None)
+
+
+def test_outbox_stats_of_a_file_without_tables_yet_say_so(tmp_path: Path) -> None:
+    path = tmp_path / "o.db"
+    sqlite3.connect(path).close()  # the agent's first moment: the file, no tables
+    with pytest.raises(FileNotFoundError, match="not set up yet"):
+        read_stats(path)

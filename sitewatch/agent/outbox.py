@@ -653,5 +653,10 @@ def read_stats(path: Path) -> OutboxStats:
     try:
         db.execute("BEGIN")
         return _stats(db)
+    except sqlite3.OperationalError as error:
+        if "no such table" not in str(error):
+            raise
+        # The agent has created the file but not its tables yet (its first second).
+        raise FileNotFoundError(f"the outbox at {path} is not set up yet") from error
     finally:
         db.close()
