@@ -294,8 +294,11 @@ def test_sampling_timestamps_only_go_forward_when_the_wall_clock_steps_back() ->
     before = [rig.period(t(21.0)).ts for _ in range(3)]
     rig.clock.wall_s -= 100.0  # NTP steps the clock back by more than three periods
     during = [rig.period(t(21.0)).ts for _ in range(2)] + [rig.period(eio(), eio(), eio()).ts]
-    assert during == [before[-1] + 1, before[-1] + 2, before[-1] + 3]
+    during += [rig.period(t(21.0)).ts for _ in range(2)]
+    # Half the real pace after the last stamp (30 s periods; the failed period's reading is
+    # formed 5 s later, after its retries), so the wall clock catches up within 200 s.
+    assert [ts - before[-1] for ts in during] == [15_000, 30_000, 47_500, 60_000, 75_000]
     after = [rig.period(t(21.0)).ts for _ in range(2)]  # the clock passed the last stamp
-    assert after == [before[-1] + 20_000, before[-1] + 50_000]
+    assert after == [before[-1] + 80_000, before[-1] + 110_000]
     stamps = before + during + after
     assert stamps == sorted(set(stamps))

@@ -15,11 +15,13 @@ passes its checksum. ``SensorPoller.run_period`` turns one sampling period into 
    ``median_window`` 1). ``ts`` is the wall time of the newest sample used, ``sample_age_s``
    its age in seconds.
    A sensor's timestamps only go forward: a reading is never stamped at or before the
-   previous one (it gets the previous ``ts`` + 1 ms instead). ``(device, sensor, ts)`` is a
-   reading's identity in InfluxDB, so after the wall clock steps backwards (NTP correcting a
-   clock that ran ahead, a Pi without RTC) the new readings would otherwise overwrite the
-   ones stamped in the same milliseconds before the step, and be lost silently. Until the
-   clock catches up with the last stamp, readings are stamped 1 ms apart after it.
+   previous one. ``(device, sensor, ts)`` is a reading's identity in InfluxDB, so after the
+   wall clock steps backwards (NTP correcting a clock that ran ahead, a Pi without RTC) the
+   new readings would otherwise overwrite the ones stamped in the same milliseconds before
+   the step, and be lost silently. Until the wall clock catches up with the last stamp, the
+   stamps advance at half the real pace (the monotonic clock's; at least 1 ms): time-based
+   detectors see intervals shortened by half rather than readings a millisecond apart, and a
+   step back of ``x`` seconds is absorbed within ``2x`` seconds.
 4. **Quality.** ``ok`` when this period had an accepted sample and at least
    ``min(3, median_window)`` samples were used; ``degraded`` with fewer. Without an accepted
    sample: ``bad``, no measured fields, ``error`` = the last error class, never the old
@@ -88,13 +90,19 @@ class SensorPoller:
         self._bad_periods = 0
         self._in_fault = False
         self._last_ts_ms: int | None = None
+        self._last_stamp_s = 0.0  # monotonic time of the last stamp
 
     def _stamp(self, wall_ms: int) -> int:
-        """``wall_ms``, or 1 ms after the previous reading's ``ts`` when the wall clock has
-        gone back to or before it (see the module docstring)."""
+        """``wall_ms``, or, when the wall clock has gone back to or before the previous
+        reading's ``ts``, that ``ts`` plus half the monotonic time since (at least 1 ms; see
+        the module docstring)."""
+        now_s = self.clock.monotonic()
         last = self._last_ts_ms
-        ts = wall_ms if last is None or wall_ms > last else last + 1
-        self._last_ts_ms = ts
+        if last is None or wall_ms > last:
+            ts = wall_ms
+        else:
+            ts = last + max(1, int((now_s - self._last_stamp_s) * 500))
+        self._last_ts_ms, self._last_stamp_s = ts, now_s
         return ts
 
     @property
