@@ -295,6 +295,13 @@ def _show(accounting: Accounting, tmp_path: Path, capsys: pytest.CaptureFixture[
     return text
 
 
+def _delivery_dropped(fleet: Fleet) -> dict[str, int]:
+    """Per device, the newest ``dropped`` the collector wrote to the ``delivery`` measurement."""
+    rows = fleet.influx.query(
+        "SELECT last(dropped) FROM delivery WHERE device =~ /./ GROUP BY device", DB)
+    return {row["device"]: int(row["last"]) for row in rows}
+
+
 def _series_per_sensor(fleet: Fleet, device: str) -> dict[str, int]:
     """How many series hold each sensor's readings: more than one would mean a reading
     written twice under different tags (a doubling that no overwrite undoes)."""
@@ -358,6 +365,9 @@ def test_fault_suite_every_reading_stored_once_or_counted_dropped(
     # The faults happened and were counted where they happened.
     assert by_device["pi-02"].agent_dropped > 0
     assert sum(d.collector_dropped for d in by_device.values()) > 0
+    # ... and the spool's drops per device reach the `delivery` measurement too.
+    wait(lambda: _delivery_dropped(rig) == {d: c.collector_dropped for d, c in by_device.items()},
+         30, "the spool's drops per device in the delivery measurement")
     assert sum(d.resent for d in by_device.values()) > 0
     assert sum(d.duplicates for d in by_device.values()) > 0
     assert accounting.collector["dead_lettered"] == 0

@@ -224,15 +224,9 @@ class Collector:
         devices = self.devices.snapshot(now_ms)
         spool_dropped = self.spool.dropped_by_device()
         for device in devices:
-            counters = self.tracker.counters(device["site"], device["device"]).as_dict()
-            counters["stored"] = self.ingest.durable_readings.get(
-                (device["site"], device["device"]), 0
+            device["counters"] = self._device_counters(
+                device["site"], device["device"], spool_dropped
             )
-            # What the spool's caps dropped of this device (since the spool was created).
-            key = (device["site"], device["device"])
-            counters["dropped"] = spool_dropped.get((*key, READINGS), 0)
-            counters["events_dropped"] = spool_dropped.get((*key, EVENTS), 0)
-            device["counters"] = counters
         totals = {name: 0 for name in ("received", "duplicates", "gaps", "late")}
         for site, device_name in self.tracker.devices():
             counters = self.tracker.counters(site, device_name).as_dict()
@@ -283,13 +277,25 @@ class Collector:
             return self.detection_worker.scored_values
         return self.detection.scored_values if self.detection is not None else 0
 
+    def _device_counters(
+        self, site: str, device: str, spool_dropped: dict[tuple[str, str, str], int]
+    ) -> dict[str, int]:
+        """One device's delivery counters: seq tracking, readings stored, and what the
+        spool's caps dropped of it (since the spool was created)."""
+        counters = self.tracker.counters(site, device).as_dict()
+        counters["stored"] = self.ingest.durable_readings.get((site, device), 0)
+        counters["dropped"] = spool_dropped.get((site, device, READINGS), 0)
+        counters["events_dropped"] = spool_dropped.get((site, device, EVENTS), 0)
+        return counters
+
     def _write_delivery_counters(self) -> None:
         now_ms = int(self.clock.time() * 1000)
-        lines = []
-        for site, device in self.tracker.devices():
-            counters = self.tracker.counters(site, device).as_dict()
-            counters["stored"] = self.ingest.durable_readings.get((site, device), 0)
-            lines.append(delivery_line(site, device, counters, now_ms))
+        spool_dropped = self.spool.dropped_by_device()
+        lines = [
+            delivery_line(site, device, self._device_counters(site, device, spool_dropped),
+                          now_ms)
+            for site, device in self.tracker.devices()
+        ]
         writer = self.writer.stats()
         totals = {
             "stored": writer.stored_lines,
