@@ -48,7 +48,9 @@ __all__ = [
     "ACK_LEVEL",
     "DEVICE_KINDS",
     "MAX_ACK_RANGES",
+    "MAX_LABELS",
     "MAX_PAYLOAD_BYTES",
+    "MAX_SENSORS_PER_DEVICE",
     "MEASUREMENT_FIELDS",
     "TOPIC_ROOT",
     "WIRE_VERSION",
@@ -84,6 +86,12 @@ MAX_PAYLOAD_BYTES = 256 * 1024
 
 MAX_ACK_RANGES = 32
 """Ranges of durable seqs past a hole that one confirmation names (``AckMessage.above``)."""
+
+MAX_LABELS = 16
+"""Labels per sensor: each becomes an InfluxDB tag on every point of the sensor."""
+
+MAX_SENSORS_PER_DEVICE = 256
+"""Sensors one device announces in its birth."""
 
 MAX_READINGS_PER_MESSAGE = 1000
 """Largest number of readings in one telemetry message."""
@@ -300,13 +308,16 @@ class EventMessage(_Envelope):
 
 
 class SensorInfo(_Strict):
-    """A configured sensor as announced in the birth message."""
+    """A configured sensor as announced in the birth message. Its labels become tags on
+    every point of the sensor, so they are bounded like the agent's config bounds them."""
 
     id: Identifier
-    driver: str
-    fields: list[str]
+    driver: Identifier
+    fields: Annotated[list[Identifier], Field(max_length=len(MEASUREMENT_FIELDS))]
     interval_s: Annotated[float, Field(gt=0)]
-    labels: dict[str, str] = Field(default_factory=dict)
+    labels: Annotated[
+        dict[Identifier, Annotated[str, Field(max_length=128)]], Field(max_length=MAX_LABELS)
+    ] = Field(default_factory=dict)
 
 
 class StatusMessage(_Envelope):
@@ -321,7 +332,9 @@ class StatusMessage(_Envelope):
     reason: Annotated[str, Field(max_length=200)] | None = None
     agent_version: str | None = None
     config_hash: str | None = None
-    sensors: list[SensorInfo] = Field(default_factory=list)
+    sensors: Annotated[list[SensorInfo], Field(max_length=MAX_SENSORS_PER_DEVICE)] = Field(
+        default_factory=list
+    )
 
 
 class SkipMessage(_Strict):
@@ -514,9 +527,12 @@ def parse_message(
     return message
 
 
+_ts_of = operator.attrgetter("ts")
+
+
 def _newest_ts(message: Message) -> int | None:
     if isinstance(message, TelemetryMessage):
-        newest = max((r.ts for r in message.readings), default=None)
+        newest = max(map(_ts_of, message.readings), default=None)
         health_ts = message.health.ts if message.health is not None else None
         if health_ts is not None and (newest is None or health_ts > newest):
             return health_ts  # the device_health point is stamped with it

@@ -140,3 +140,12 @@ def test_agent_config_load_bad_yaml(tmp_path: Path) -> None:
     path.write_text("site: [unclosed\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(path)
+
+
+def test_agent_config_bounds_labels_as_the_birth_message_does(tmp_path: Path) -> None:
+    # Labels become InfluxDB tags on every point: a config the collector would refuse in the
+    # birth message is refused at start instead.
+    data = base(tmp_path)
+    data["sensors"][0]["labels"] = {f"l{i}": "x" for i in range(17)}
+    (issue,) = issues(data)
+    assert issue.startswith("sensors[0].labels: ") and "16" in issue

@@ -7,8 +7,11 @@ import json
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from sitewatch.wire import (
+    MAX_LABELS,
+    MAX_SENSORS_PER_DEVICE,
     EventMessage,
     Kind,
     Quality,
@@ -176,3 +179,20 @@ def test_wire_any_bytes_either_parse_or_raise_wire_error(payload: bytes) -> None
         parse_message(TOPIC, payload)
     except WireError as error:
         assert error.reason
+
+
+def test_wire_birth_bounds_what_becomes_tags() -> None:
+    """A birth's labels become tags on every point of the sensor: a device cannot announce
+    more than the agent's config allows, nor more sensors than a device has."""
+    sensor = {"id": "cold-room", "driver": "dht22", "fields": ["temperature_c"],
+              "interval_s": 30.0, "labels": {"zone": "kitchen, north"}}
+    birth = {"v": 1, "site": "plant-a", "device": "pi-01", "boot_id": "3f2a9c1d", "seq": 0,
+             "state": "online", "ts": 1_795_464_000_000, "sensors": [sensor]}
+    StatusMessage.model_validate(birth)
+    too_many_labels = {**sensor, "labels": {f"l{i}": "x" for i in range(MAX_LABELS + 1)}}
+    with pytest.raises(ValidationError, match="labels"):
+        StatusMessage.model_validate({**birth, "sensors": [too_many_labels]})
+    with pytest.raises(ValidationError, match="sensors"):
+        StatusMessage.model_validate({**birth, "sensors": [sensor] * (MAX_SENSORS_PER_DEVICE + 1)})
+    with pytest.raises(ValidationError, match="driver"):
+        StatusMessage.model_validate({**birth, "sensors": [{**sensor, "driver": "a b"}]})

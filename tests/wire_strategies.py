@@ -120,11 +120,12 @@ def wire_messages(
         events=st.lists(events, min_size=1, max_size=4),
     )
     sensor_infos = st.builds(
-        SensorInfo, id=identifiers, driver=st.text(max_size=20),
-        fields=st.lists(st.text(max_size=20), max_size=3),
+        SensorInfo, id=identifiers, driver=identifiers,
+        fields=st.lists(identifiers, max_size=3),
         interval_s=st.floats(min_value=0.0, exclude_min=True, allow_nan=False,
                              allow_infinity=False),
-        labels=st.dictionaries(st.text(max_size=20), st.text(max_size=40), max_size=3),
+        # Label values are free text (they become tag values: escaping is what is tried).
+        labels=st.dictionaries(identifiers, st.text(max_size=40), max_size=3),
     )
     statuses = st.builds(
         StatusMessage, **envelope, state=st.sampled_from(["online", "offline"]), ts=timestamps,

@@ -27,7 +27,7 @@ from sitewatch.configfile import (
     shown_value,
     validate,
 )
-from sitewatch.wire import ACK_LEVEL, Identifier
+from sitewatch.wire import ACK_LEVEL, MAX_SENSORS_PER_DEVICE, Identifier
 
 __all__ = [
     "AgentConfig",
@@ -152,7 +152,9 @@ class AgentConfig(Section):
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
     delivery: DeliveryConfig = Field(default_factory=DeliveryConfig)
     hardware: HardwareConfig = Field(default_factory=HardwareConfig)
-    sensors: list[_sensor_union()] = Field(min_length=1)  # type: ignore[valid-type]
+    sensors: list[_sensor_union()] = Field(  # type: ignore[valid-type]
+        min_length=1, max_length=MAX_SENSORS_PER_DEVICE
+    )
     """The sensors this device reads, one section each; its ``driver`` decides its keys."""
 
     @field_validator("device")

@@ -11,7 +11,7 @@ from typing import Annotated, ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from sitewatch.wire import Identifier
+from sitewatch.wire import MAX_LABELS, Identifier
 
 __all__ = ["OverlayNeed", "PinClaim", "SamplingConfig", "SensorConfig"]
 
@@ -65,8 +65,9 @@ class SensorConfig(BaseModel):
     """Keys common to every sensor.
 
     ``id`` names the sensor in topics and InfluxDB tags; ``interval_s`` is the sampling
-    period (seconds, default 60); ``labels`` are free tags (``zone``, ``equipment``…) that
-    travel with the birth message and end up as InfluxDB tags.
+    period (seconds, default 60); ``labels`` are free tags (``zone``, ``equipment``…; at
+    most 16, values up to 128 characters) that travel with the birth message and end up as
+    InfluxDB tags.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -80,7 +81,9 @@ class SensorConfig(BaseModel):
     driver: str
     """The driver's registered name (``dht22``…), which decides the sensor's other keys."""
     interval_s: Annotated[float, Field(gt=0, le=86400)] = 60.0
-    labels: dict[Identifier, Annotated[str, Field(max_length=128)]] = Field(default_factory=dict)
+    labels: Annotated[
+        dict[Identifier, Annotated[str, Field(max_length=128)]], Field(max_length=MAX_LABELS)
+    ] = Field(default_factory=dict)
     sampling: SamplingConfig | None = None
 
     def sampling_policy(self) -> SamplingConfig:
