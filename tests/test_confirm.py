@@ -10,6 +10,7 @@ import pytest
 
 from sitewatch.agent.config import parse_config
 from sitewatch.agent.confirm import MAX_RESEND_WAIT_S, Confirmations
+from sitewatch.agent.delivery import Delivery
 from sitewatch.agent.errors import ConfigError
 from sitewatch.agent.outbox import Outbox
 from sitewatch.clock import FakeClock
@@ -525,3 +526,47 @@ def test_confirm_ingest_passes_over_a_cleared_confirmation(tmp_path: Path) -> No
     acked: list[int] = []
     ingest.release_acks(lambda r: acked.append(r.mid))
     assert acked == [1, 2]
+
+
+class RecordingLink:
+    """Stands in for the MQTT link: records what is published and hands out message ids."""
+
+    def __init__(self) -> None:
+        self.published: list[tuple[str, bytes]] = []
+
+    def publish(self, topic: str, payload: bytes, *, retain: bool = False) -> int:
+        self.published.append((topic, payload))
+        return len(self.published)
+
+
+def test_confirm_agent_resend_skips_rows_still_waiting_for_their_puback(outbox: Outbox) -> None:
+    """A timeout resend while some rows are still in flight sends only the acknowledged ones
+    again: the others are on their way, and a second copy would be an uncounted duplicate."""
+    clock = FakeClock(wall_s=NOW_MS / 1000)
+    confirms = policy(outbox, clock)
+    delivery = Delivery(outbox, clock, birth=lambda: ("birth", b"{}"), confirmations=confirms,
+                        drain_rate_per_s=1000)
+    link = RecordingLink()
+    delivery.on_connected(link)  # type: ignore[arg-type]
+    confirms.on_connected()
+    for seq in (1, 2, 3):
+        outbox.add("telemetry", f"t/{seq}", b"{}", readings=1, created_ms=NOW_MS, boot_id=BOOT,
+                   seq=seq)
+    delivery.notify()
+    delivery.on_tick(link)  # type: ignore[arg-type]
+    assert [t for t, _ in link.published] == ["birth", "t/1", "t/2", "t/3"]
+    delivery.on_published(2)  # PUBACKs for seqs 1 and 2; seq 3's has not come
+    delivery.on_published(3)
+    clock.advance(1.0)
+    delivery.on_tick(link)  # type: ignore[arg-type]
+    assert outbox.stats().unconfirmed_messages == 2
+    for wait_s in (1.0, 61.0, 0.5):  # the collector keeps confirming, stuck before seq 1
+        clock.advance(wait_s)
+        delivery.on_message(link, confirms.ack_topic, ack(0))  # type: ignore[arg-type]
+    delivery.on_tick(link)  # type: ignore[arg-type]
+    assert [t for t, _ in link.published[4:]] == ["t/1", "t/2"]  # not seq 3
+    assert outbox.stats().resent == 0  # counted when their PUBACKs are applied
+    delivery.on_published(5)
+    delivery.on_published(6)
+    delivery.on_tick(link)  # type: ignore[arg-type]
+    assert outbox.stats().resent == 2

@@ -178,8 +178,12 @@ class Delivery:
         if not rows:
             self._backlog_cursor = self._backlog_end
             return
+        in_flight = set(self._inflight.values())
         for row in rows:
-            if not self._publish(link, row, historical=True):
-                return
-            self._tokens -= 1
+            # A row still waiting for its PUBACK (a resend asked for while it was in flight)
+            # is on its way already: publishing it again would only make a duplicate.
+            if row.id not in in_flight:
+                if not self._publish(link, row, historical=True):
+                    return
+                self._tokens -= 1
             self._backlog_cursor = row.id
