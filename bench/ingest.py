@@ -13,7 +13,10 @@ measures, against the same broker, database server and load:
 
 Throughput: ``--messages`` messages of ``--readings`` readings each (default 4000 × 50) are
 published as fast as mosquitto_pub can (QoS1, one publisher per device); readings/s =
-readings / (time until InfluxQL counts all of them − first publish).
+readings / (time until InfluxQL counts all of them − first publish). For each collector run
+the CPU time its processes used meanwhile is printed too, in µs per reading: the collector
+itself and its detection process. Unlike readings/s, these barely move with other work on
+the machine, so they compare two versions fairly on a busy one.
 Latency: the collector alone, at a fixed ``--latency-rate`` readings/s (default 10,000) for
 ``--latency-s`` seconds; publish → queryable by InfluxQL, p50 and p99.
 
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import secrets
 import statistics
 import subprocess
@@ -179,6 +183,20 @@ def _throughput(
     return total / (done - started)
 
 
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) a live process has used so far (Linux's /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    """The child processes of ``pid`` (the collector's detection process)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found += [int(child) for child in (task / "children").read_text().split()]
+    return found
+
+
 def _births(broker: Mosquitto, tag: str, readings: int) -> None:
     """Retained births for the flood's devices, their sensors ``s0``… as the flood names them."""
     for d in range(DEVICES):
@@ -311,6 +329,7 @@ def main() -> int:
             baseline.wait(10)
 
             rates = {}
+            cpu_us: dict[str, list[float]] = {}  # per reading: the collector, its children
             runs = [("plain", False, False), ("detect", True, False)]
             if args.home_assistant:
                 runs.append(("hass", False, True))
@@ -327,7 +346,12 @@ def main() -> int:
                     30,
                     "the collector's subscription",
                 )
+                children = _children(collector.pid)
+                before_s = _cpu_s(collector.pid), sum(map(_cpu_s, children))
                 rates[db] = _throughput(influx, broker, db, db[:4], args)
+                after_s = _cpu_s(collector.pid), sum(map(_cpu_s, children))
+                per_s = 1e6 / ((args.messages // DEVICES) * DEVICES * args.readings)
+                cpu_us[db] = [(a - b) * per_s for a, b in zip(after_s, before_s, strict=True)]
                 print(f"collector, detection {'on' if detection else 'off'}"
                       f"{', home assistant on' if home_assistant else ''}: "
                       f"{rates[db]:,.0f} readings/s", flush=True)
@@ -347,9 +371,10 @@ def main() -> int:
     plain, detect = rates["plain"], rates["detect"]
     print(f"  baseline relay                {base_rate:>10,.0f} readings/s")
     print(f"  collector, detection off      {plain:>10,.0f} readings/s  "
-          f"ratio {plain / base_rate:.2f}")
+          f"ratio {plain / base_rate:.2f}  (CPU {cpu_us['plain'][0]:.1f} µs per reading)")
     print(f"  collector, detection on       {detect:>10,.0f} readings/s  "
-          f"ratio {detect / base_rate:.2f}")
+          f"ratio {detect / base_rate:.2f}  (CPU {cpu_us['detect'][0]:.1f} µs per reading, "
+          f"and {cpu_us['detect'][1]:.1f} µs in the detection process)")
     if "hass" in rates:
         hass = rates["hass"]
         print(f"  collector, home assistant on  {hass:>10,.0f} readings/s  "

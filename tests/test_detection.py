@@ -237,6 +237,22 @@ def test_label_change_keeps_state_of_unchanged_bindings() -> None:
     assert decisions and decisions[0].ts_ms == int((T0_S + 10 * 60) * 1000)
 
 
+def test_labels_announced_after_the_first_readings_apply_from_the_next_reading() -> None:
+    catalog = SensorCatalog()  # readings before the device's birth: no labels, no cold room
+    decisions: list[Decision] = []
+    detection = Detection(_config(COLD_ROOM_RULE), catalog, on_decision=decisions.append)
+    _feed(detection, [8.5] * 12)
+    assert decisions == []
+    catalog.set_sensor("plant-a", "pi-01", "room", labels={"zone": "cold-room"},
+                       fields=["temperature_c"])
+    lines = _feed(detection, [8.5] * 12, start_s=T0_S + 12 * 60, seq=13)
+    # The rule watches from the first reading after the birth: 600 s later it fires.
+    assert [d.rule for d in decisions] == ["cold-room"]
+    assert decisions[0].ts_ms == int((T0_S + 22 * 60) * 1000)
+    anomaly = [line for line in lines if line.startswith("anomaly,")]
+    assert anomaly and all("zone=cold-room" in line for line in anomaly)
+
+
 def test_dew_point_margin_and_reading_are_derived_fields() -> None:
     rule = {"name": "wet", "fields": ["dew_point_margin_c"],
             "detectors": {"threshold": {"below": 2.0, "clear_below": 3.0}}}

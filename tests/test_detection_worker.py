@@ -35,12 +35,21 @@ def _status() -> bytes:
     }).encode()  # fmt: skip
 
 
-def _telemetry(seq: int, ts_s: float, temperature_c: float) -> bytes:
-    return json.dumps({
+def _telemetry(seq: int, ts_s: float, temperature_c: float) -> TelemetryMessage:
+    """The room's reading and a compressor's: booleans, a duty cycle, and now and then a
+    reading without values (quality bad), which ``silence`` must not count."""
+    ts_ms = int(ts_s * 1000)
+    compressor = (
+        {"sensor": "compressor", "ts": ts_ms, "quality": "bad"} if seq % 7 == 0 else
+        {"sensor": "compressor", "ts": ts_ms, "quality": "ok", "running": seq % 4 < 2,
+         "duty_cycle_pct": 40.0 + seq % 5}
+    )  # fmt: skip
+    return TelemetryMessage.model_validate_json(json.dumps({
         "site": "plant-a", "device": "pi-01", "boot_id": "b1b1b1b1", "seq": seq,
-        "readings": [{"sensor": "room", "ts": int(ts_s * 1000), "quality": "ok",
-                      "temperature_c": temperature_c, "humidity_pct": 80.0 + seq % 3}],
-    }).encode()  # fmt: skip
+        "readings": [{"sensor": "room", "ts": ts_ms, "quality": "ok",
+                      "temperature_c": temperature_c, "humidity_pct": 80.0 + seq % 3},
+                     compressor],
+    }))  # fmt: skip
 
 
 def _values() -> list[float]:
@@ -93,9 +102,9 @@ def test_detection_worker_gives_what_inline_detection_gives(tmp_path: Path) -> N
     try:
         worker.status(_status())
         for i, value in enumerate(_values()):
-            payload = _telemetry(i + 1, T0_S + 60 * i, value)
-            inline_lines += inline.observe(TelemetryMessage.model_validate_json(payload))
-            worker.telemetry(payload)
+            message = _telemetry(i + 1, T0_S + 60 * i, value)
+            inline_lines += inline.observe(message)
+            worker.telemetry(message)
         tick_s = T0_S + 60 * len(_values()) + 3600  # an hour of silence
         inline_lines += inline.tick(tick_s)
         worker.tick(tick_s)

@@ -92,6 +92,9 @@ class SensorCatalog:
     def __init__(self) -> None:
         self._sensors: dict[tuple[str, str, str], SensorEntry] = {}
         self._tags: dict[tuple[str, str, str], str] = {}
+        # Counts the changes: what another component worked out from the catalog (detection's
+        # streams) is still current while this has not moved, with no lookup per reading.
+        self.revision = 0
 
     def __len__(self) -> int:
         return len(self._sensors)
@@ -123,6 +126,7 @@ class SensorCatalog:
             return False
         self._sensors[key] = entry
         self._tags.pop(key, None)
+        self.revision += 1
         return True
 
     def get(self, site: str, device: str, sensor: str) -> SensorEntry | None:

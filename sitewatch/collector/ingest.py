@@ -97,7 +97,8 @@ class Ingest:
         self.dead_letters = dead_letters
         self.max_future_ms = max_future_ms
         self.detection = detection
-        # Detection in its own process: handed the payloads as received (validated here).
+        # Detection in its own process: handed each telemetry message's readings, validated
+        # here, and status payloads as received.
         self.detection_worker = detection_worker
         self.confirmations = confirmations
         self.observer = observer
@@ -170,7 +171,7 @@ class Ingest:
         self.tracker.observe(message.site, message.device, message.boot_id, message.seq)
         lines = self._lines(message)
         if self.detection_worker is not None and isinstance(message, TelemetryMessage):
-            self.detection_worker.telemetry(received.payload)
+            self.detection_worker.telemetry(message)
         pending.site, pending.device, pending.readings = message.site, message.device, readings
         pending.boot_id, pending.seq = message.boot_id, message.seq
         if lines:

@@ -35,6 +35,7 @@ True
 from __future__ import annotations
 
 import math
+import operator
 import time
 from collections.abc import Mapping
 
@@ -98,10 +99,11 @@ def _float(value: float) -> str:
 
 
 _QUALITY = {quality: f'quality="{quality.value}"' for quality in Quality}
-_CLIMATE = frozenset({"temperature_c", "humidity_pct"})
-_EQUIPMENT = frozenset(
-    {"running", "open", "vibrating", "active", "duty_cycle_pct", "starts_per_h", "runtime_h"}
+# A reading's equipment values, read from its fields in one step: most readings have none.
+_EQUIPMENT = operator.itemgetter(
+    "running", "open", "vibrating", "active", "duty_cycle_pct", "starts_per_h", "runtime_h"
 )
+_NO_EQUIPMENT = (None,) * 7
 
 
 def telemetry_lines(
@@ -126,29 +128,28 @@ def telemetry_lines(
         if tags is None:
             tags = tags_of[sensor] = catalog.tags(site, device, sensor)
         quality = _QUALITY[r.quality]
-        given = r.model_fields_set  # which optional fields the agent sent at all
+        t, h = r.temperature_c, r.humidity_pct
         wrote = False
-        if not given.isdisjoint(_CLIMATE):
-            t, h = r.temperature_c, r.humidity_pct
-            if t is not None and h is not None:
-                try:  # formatted to 0.01 °C as dew_point_c() rounds it, in one step
-                    dew = f",dew_point_c={_magnus(t, h):.2f}"
-                except ValueError:
-                    dew = ""  # 0 % humidity: there is no dew point
+        if t is not None and h is not None:
+            try:
+                dew = _magnus(t, h)
+            except ValueError:  # 0 % humidity: there is no dew point
                 append(
-                    f"environment,{tags} temperature_c={t!r},humidity_pct={h!r}{dew},"
-                    f"{quality} {r.ts}"
+                    f"environment,{tags} temperature_c={t!r},humidity_pct={h!r},{quality} {r.ts}"
                 )
-                wrote = True
-            elif t is not None or h is not None:
-                name, value = ("temperature_c", t) if t is not None else ("humidity_pct", h)
-                append(f"environment,{tags} {name}={value!r},{quality} {r.ts}")
-                wrote = True
-        if not given.isdisjoint(_EQUIPMENT):
-            equipment = _equipment_fields(r)
-            if equipment:
-                append(f"equipment,{tags} {equipment},{quality} {r.ts}")
-                wrote = True
+            else:  # formatted to 0.01 °C as dew_point_c() rounds it, in one step
+                append(
+                    f"environment,{tags} temperature_c={t!r},humidity_pct={h!r},"
+                    f"dew_point_c={dew:.2f},{quality} {r.ts}"
+                )
+            wrote = True
+        elif t is not None or h is not None:
+            name, value = ("temperature_c", t) if t is not None else ("humidity_pct", h)
+            append(f"environment,{tags} {name}={value!r},{quality} {r.ts}")
+            wrote = True
+        if _EQUIPMENT(r.__dict__) != _NO_EQUIPMENT:
+            append(f"equipment,{tags} {_equipment_fields(r)},{quality} {r.ts}")
+            wrote = True
         if not wrote:
             measurement = catalog.measurement(site, device, sensor)
             append(f"{measurement},{tags} {quality} {r.ts}")

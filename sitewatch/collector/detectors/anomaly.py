@@ -420,9 +420,14 @@ class AnomalyDetector:
         n = self._n
         if n == 0:
             self._first_ts = ts_s
-        # What was just reported quiets what follows, less and less as time passes.
-        suppress = self._suppress * self._suppress_s / (self._suppress_s + gap_s)
-        self._suppress = score if score > suppress else suppress
+        # What was just reported quiets what follows, less and less as time passes (while
+        # nothing has been reported, as for most readings, there is nothing to fade).
+        suppress = self._suppress
+        if suppress:
+            suppress = suppress * self._suppress_s / (self._suppress_s + gap_s)
+            self._suppress = score if score > suppress else suppress
+        elif score:
+            self._suppress = score
         # Profiles learn and envelopes age once an hour (at the first reading of an hour).
         views = self._views
         if hour != self._visit_hour:
@@ -466,8 +471,9 @@ class AnomalyDetector:
         self._visit_n += 1
         self._visit_sum += value
         self._visit_s += covered_s
-        self._visit_dev_d += abs(value - self._profile[daily_at])
-        self._visit_dev_w += abs(value - self._profile[weekly_at])
+        profile = self._profile
+        self._visit_dev_d += abs(value - profile[daily_at])
+        self._visit_dev_w += abs(value - profile[weekly_at])
         self._mean = sig_mean
         self._vol = sig_vol
         if gap_s > 0.0:

@@ -169,8 +169,13 @@ class Flatline:
         repeated = run_value is not None and abs(value - run_value) <= self._tolerance
         # The score, from the state before learning (which may change ``required``).
         score = 1.0 if repeated and self._run_length + 1 >= self.required else 0.0
-        if self._warming:
-            self._warm_up(ts_s)
+        if self._warming:  # (written out: it runs for every reading of a stream's first day)
+            warm_until = self._warm_until_s
+            if warm_until is None:
+                self._warm_until_s = ts_s + _WARMUP_S
+            elif ts_s >= warm_until:
+                self._warming = False
+                self.required = self._required_length()
         last = self._last_ts_s
         if last is None or ts_s > last:
             self._last_ts_s = ts_s
@@ -184,14 +189,6 @@ class Flatline:
         self._run_length = 1
         self._run_start_s = ts_s
         return score
-
-    def _warm_up(self, ts_s: float) -> None:
-        warm_until = self._warm_until_s
-        if warm_until is None:
-            self._warm_until_s = ts_s + _WARMUP_S
-        elif ts_s >= warm_until:
-            self._warming = False
-            self.required = self._required_length()
 
     def _learn_run(self, length: int, span_s: float, ts_s: float) -> None:
         """Fold a finished run of ``length`` readings over ``span_s`` seconds into the

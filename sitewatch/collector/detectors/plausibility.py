@@ -161,8 +161,8 @@ class Plausibility:
     # One small object per stream, and there can be thousands of streams.
     __slots__ = (
         "_candidate", "_candidate_count", "_last_reason", "_last_value", "_max", "_min",
-        "_ref_ts_s", "_ref_value", "_sentinel_jump", "_sentinels", "_step", "_unit", "_window_s",
-        "params",
+        "_quiet", "_ref_ts_s", "_ref_value", "_sentinel_jump", "_sentinels", "_step", "_unit",
+        "_window_s", "params",
     )  # fmt: skip
 
     def __init__(self, params: PlausibilityParams) -> None:
@@ -173,6 +173,9 @@ class Plausibility:
         self._step = limits.max_step
         self._sentinels = _sentinel_set(limits.sentinels)
         self._sentinel_jump = params.sentinel_jump
+        # A change from the last plausible value within this is neither a sentinel's jump
+        # nor a step: the common case, told apart without the full test (stream unit).
+        self._quiet = min(self._sentinel_jump, self._step)
         self._window_s = params.step_window_s
         self._unit = unit_of(params.field)
         self._ref_value: float | None = None
@@ -215,7 +218,16 @@ class Plausibility:
         self.update_one(ts_s, value)
 
     def update_one(self, ts_s: float, value: float) -> float:
-        reason = self.reason_for(ts_s, value)  # once, for the score and for learning
+        ref, quiet = self._ref_value, self._quiet
+        if (
+            ref is not None
+            and self._min <= value <= self._max  # (NaN fails it)
+            and -quiet <= value - ref <= quiet
+            and self._ref_ts_s is not None
+        ):
+            reason: Reason = ""  # in range, and close to the last plausible value
+        else:
+            reason = self.reason_for(ts_s, value)  # once, for the score and for learning
         self._last_value, self._last_reason = value, reason
         if reason == "jump":
             if self._agrees(value):
