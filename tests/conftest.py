@@ -27,6 +27,24 @@ from sitewatch.localrun import (
 from tests.smtp_inbox import Inbox
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the longest tests first: ``long`` (minutes), then ``integration`` (real servers,
+    seconds each), then the rest (milliseconds), each group in file order.
+
+    Why: ``scripts/test`` runs two pytest-xdist workers, each handed the next test as it
+    finishes one; a test of minutes handed out last would run alone at the end, whereas handed
+    out first it runs beside everything else, and the short tests at the end even the two
+    workers out. Tests do not depend on their order.
+    """
+
+    def group(item: pytest.Item) -> int:
+        if item.get_closest_marker("long"):
+            return 0
+        return 1 if item.get_closest_marker("integration") else 2
+
+    items.sort(key=group)
+
+
 @pytest.fixture
 def mock_factory() -> Iterator[MockFactory]:
     """A fresh MockFactory per test, passed explicitly; reset afterwards (as gpiozero does)."""

@@ -18,7 +18,9 @@ import yaml
 
 from sitewatch.localrun import Influxd, Mosquitto, VictoriaMetrics, free_port, wait_until
 from tests.processes import (
+    agent_counts,
     agent_status,
+    collector_counts,
     collector_status,
     start_agent,
     start_collector,
@@ -172,14 +174,14 @@ def test_collector_influxd_down_30s_loses_and_doubles_nothing(
 
     influxd.kill()
     killed = time.monotonic()
-    wait_until(lambda: collector_status(config)["spool_depth"] > 0, 30, "the spool to fill")
+    wait_until(lambda: collector_counts(config)["spool_depth"] > 0, 30, "the spool to fill")
     # The outage lasts 30 s while the agents keep producing.
     wait_until(lambda: time.monotonic() - killed >= 30, 40, "the end of the outage", 0.5)
     spooled = collector_status(config)["spooled"]
     assert spooled > 1000
     influxd.start()
 
-    wait_until(lambda: collector_status(config)["spool_depth"] == 0, 90, "the spool to drain")
+    wait_until(lambda: collector_counts(config)["spool_depth"] == 0, 90, "the spool to drain")
     stop_agents_and_check(influxd, agents)
     assert collector_status(config)["dropped"] == 0
 
@@ -200,7 +202,7 @@ def test_collector_sigkill_and_restart_loses_and_doubles_nothing(
     configs = [config for config, _ in agents.values()]
 
     def published() -> int:
-        return sum(s["acked"] + s["unconfirmed"] for s in map(agent_status, configs))
+        return sum(s["acked"] + s["unconfirmed"] for s in map(agent_counts, configs))
 
     before = published()
     wait_until(lambda: published() >= before + 200, 30,
@@ -219,10 +221,10 @@ def test_collector_resubscribes_after_broker_restart(
     agents = run_agents(write_agent_config, mosquitto, tmp_path, procs, devices, CLIMATE)
     wait_until(lambda: stored_readings(influxd, "pi-01") >= 100, 60, "readings flowing")
     mosquitto.stop()
-    wait_until(lambda: not collector_status(config)["broker_connected"], 20,
+    wait_until(lambda: not collector_counts(config)["broker_connected"], 20,
                "the collector to notice")
     mosquitto.start()
-    wait_until(lambda: collector_status(config)["broker_connected"], 30, "the reconnect")
+    wait_until(lambda: collector_counts(config)["broker_connected"], 30, "the reconnect")
     stored = stored_readings(influxd, "pi-01")
     wait_until(lambda: stored_readings(influxd, "pi-01") > stored + 100, 60,
                "new readings after the broker restart")

@@ -10,6 +10,7 @@ agents' own accounting (``sitewatch-agent status``).
 from __future__ import annotations
 
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -21,6 +22,7 @@ from sitewatch.agent.outbox import read_stats
 from sitewatch.localrun import Influxd, Mosquitto, free_port, wait_until
 from tests.mqtt_probe import Probe
 from tests.processes import (
+    agent_counts,
     agent_status,
     collector_status,
     outbox_path,
@@ -38,6 +40,11 @@ loses every message it had acknowledged (the broker's own config autosaves every
 
 FAST = {"confirm_timeout_s": 2}
 """``delivery`` for the agents here: resends and fallback after 2 s instead of 60."""
+
+SENSORS = [{**sensor, "interval_s": 0.025} for sensor in CLIMATE]
+"""The end-to-end climate sensors at twice their rate, 80 readings/s per agent: the phases
+below are counted in readings, so they take half as long; where a phase must also outlast
+``confirm_timeout_s`` the test waits for that explicitly."""
 
 
 @pytest.fixture
@@ -63,7 +70,7 @@ def collector_config(tmp_path: Path) -> Callable[..., Path]:
 
 def agent(write_agent_config: Callable[..., Path], broker: Mosquitto, device: str,
           **sections: Any) -> Path:
-    return write_agent_config(broker.port, device=device, sensors=CLIMATE, name=f"{device}.yaml",
+    return write_agent_config(broker.port, device=device, sensors=SENSORS, name=f"{device}.yaml",
                               **sections)
 
 
@@ -98,14 +105,14 @@ def test_e2e_ack_broker_sigkill_before_the_collector_stored_loses_nothing(
         agents = {"pi-01": start_agent(confirmed, tmp_path / "pi-01.log"),
                   "pi-02": start_agent(on_puback, tmp_path / "pi-02.log")}
         procs.extend(agents.values())
-        wait_until(lambda: agent_status(confirmed)["confirmed"] >= 200
+        wait_until(lambda: agent_counts(confirmed)["confirmed"] >= 200
                    and stored_readings(influxd, "pi-02") >= 200, 60, "readings confirmed")
 
         assert stop_process(procs[0], 30) == 0  # the collector goes away; the broker queues
         held = agent_status(confirmed)["unconfirmed"]
         acked = agent_status(on_puback)["acked"]
-        wait_until(lambda: agent_status(confirmed)["unconfirmed"] >= held + 300
-                   and agent_status(on_puback)["acked"] >= acked + 300, 30,
+        wait_until(lambda: agent_counts(confirmed)["unconfirmed"] >= held + 300
+                   and agent_counts(on_puback)["acked"] >= acked + 300, 30,
                    "readings the broker acknowledged while nobody stored them")
         during = agent_status(confirmed)
         assert during["resent"] == 0 and not during["broker_fallback"]  # the collector is away
@@ -118,7 +125,7 @@ def test_e2e_ack_broker_sigkill_before_the_collector_stored_loses_nothing(
         # The agent replayed its unconfirmed rows at the reconnect, before the collector was
         # back (so the broker dropped them again); the collector then confirms only up to the
         # hole, and after confirm_timeout_s the agent sends them once more.
-        wait_until(lambda: agent_status(confirmed)["confirmed"] >= during["produced"], 90,
+        wait_until(lambda: agent_counts(confirmed)["confirmed"] >= during["produced"], 90,
                    "every reading produced before the crash confirmed")
 
         final = stop_and_count_stored(influxd, confirmed, agents["pi-01"], "pi-01")
@@ -144,12 +151,14 @@ def test_e2e_ack_agent_keeps_rows_until_confirmed_and_resends_none_while_collect
     device = agent(write_agent_config, mosquitto, "pi-01", delivery=FAST)
     proc = start_agent(device, tmp_path / "pi-01.log")
     procs.append(proc)
-    wait_until(lambda: agent_status(device)["confirmed"] >= 100, 60, "confirmations")
+    wait_until(lambda: agent_counts(device)["confirmed"] >= 100, 60, "confirmations")
 
     assert stop_process(procs[0], 30) == 0
     stopped = agent_status(device)
+    away = time.monotonic()
     # Far longer than confirm_timeout_s (2 s) without the collector: the PUBACKed rows stay.
-    wait_until(lambda: agent_status(device)["unconfirmed"] >= stopped["unconfirmed"] + 400,
+    wait_until(lambda: agent_counts(device)["unconfirmed"] >= stopped["unconfirmed"] + 400
+               and time.monotonic() - away >= 3 * FAST["confirm_timeout_s"],
                30, "rows waiting for the collector")
     waiting = agent_status(device)
     assert waiting["confirmed"] == waiting["acked"]  # a PUBACK alone deleted nothing
@@ -157,7 +166,7 @@ def test_e2e_ack_agent_keeps_rows_until_confirmed_and_resends_none_while_collect
     assert waiting["resent"] == 0 and not waiting["broker_fallback"]
 
     procs.append(start_collector(config, tmp_path / "collector-2.log"))
-    wait_until(lambda: agent_status(device)["confirmed"] >= waiting["produced"], 60,
+    wait_until(lambda: agent_counts(device)["confirmed"] >= waiting["produced"], 60,
                "the waiting rows confirmed and deleted")
     final = stop_and_count_stored(influxd, device, proc, "pi-01")
     # Nothing was sent twice by the agent: the broker's session kept the messages for the
@@ -175,19 +184,19 @@ def test_e2e_ack_agent_restart_republishes_unconfirmed_rows_and_nothing_doubles(
     procs.append(start_collector(config, tmp_path / "collector-1.log"))
     device = agent(write_agent_config, mosquitto, "pi-01", delivery=FAST)
     procs.append(start_agent(device, tmp_path / "pi-01-1.log"))
-    wait_until(lambda: agent_status(device)["confirmed"] >= 100, 60, "confirmations")
+    wait_until(lambda: agent_counts(device)["confirmed"] >= 100, 60, "confirmations")
     assert stop_process(procs[0], 30) == 0
-    wait_until(lambda: agent_status(device)["unconfirmed"] >= 200, 30, "unconfirmed rows")
+    wait_until(lambda: agent_counts(device)["unconfirmed"] >= 200, 30, "unconfirmed rows")
     procs[1].kill()  # the agent crashes with rows the broker has but nobody stored
     procs[1].wait()
     crashed = read_stats(outbox_path(device))
     assert crashed.unconfirmed_messages > 0 and crashed.resent == 0
 
     procs.append(start_agent(device, tmp_path / "pi-01-2.log"))
-    wait_until(lambda: agent_status(device)["resent"] >= crashed.unconfirmed_messages, 30,
+    wait_until(lambda: agent_counts(device)["resent"] >= crashed.unconfirmed_messages, 30,
                "the unconfirmed rows sent again by the new process")
     procs.append(start_collector(config, tmp_path / "collector-2.log"))
-    wait_until(lambda: agent_status(device)["confirmed"] >= crashed.produced, 60,
+    wait_until(lambda: agent_counts(device)["confirmed"] >= crashed.produced, 60,
                "the first boot's readings confirmed")
     final = stop_and_count_stored(influxd, device, procs[2], "pi-01")
     assert final["pending"] == 0 and final["confirmed"] == final["produced"]
@@ -206,9 +215,12 @@ def test_e2e_ack_agent_falls_back_to_puback_when_no_collector_confirms(
     probe = Probe(mosquitto.host, mosquitto.port, "sitewatch/#")
     device = agent(write_agent_config, mosquitto, "pi-01", delivery=FAST)
     procs.append(start_agent(device, tmp_path / "pi-01.log"))
-    wait_until(lambda: agent_status(device)["broker_fallback"], 30, "the fallback")
+    wait_until(lambda: agent_counts(device)["broker_fallback"], 30, "the fallback")
     fallen = agent_status(device)
-    wait_until(lambda: agent_status(device)["acked"] >= fallen["acked"] + 400, 30,
+    since = time.monotonic()
+    # Long enough for resends after confirm_timeout_s (2 s), were the agent still waiting.
+    wait_until(lambda: agent_counts(device)["acked"] >= fallen["acked"] + 400
+               and time.monotonic() - since >= 3 * FAST["confirm_timeout_s"], 30,
                "readings acknowledged by the broker alone")
     later = agent_status(device)
     assert later["confirmed"] == 0 and later["resent"] == 0
@@ -233,15 +245,15 @@ def test_e2e_ack_confirmations_turned_off_then_on_again(
     device = agent(write_agent_config, mosquitto, "pi-01", delivery=FAST)
     proc = start_agent(device, tmp_path / "pi-01.log")
     procs.append(proc)
-    wait_until(lambda: agent_status(device)["confirmed"] >= 100, 60, "confirmations")
+    wait_until(lambda: agent_counts(device)["confirmed"] >= 100, 60, "confirmations")
 
     # A collector without confirmations clears the retained one: the agent stops waiting.
     assert stop_process(first, 30) == 0
     second = start_collector(off, tmp_path / "collector-2.log")
     procs.append(second)
-    wait_until(lambda: agent_status(device)["broker_fallback"], 30, "the fallback")
+    wait_until(lambda: agent_counts(device)["broker_fallback"], 30, "the fallback")
     fallen = agent_status(device)
-    wait_until(lambda: agent_status(device)["acked"] >= fallen["acked"] + 200, 30,
+    wait_until(lambda: agent_counts(device)["acked"] >= fallen["acked"] + 200, 30,
                "readings acknowledged on PUBACK")
     assert agent_status(device)["confirmed"] == fallen["confirmed"]
 
@@ -250,8 +262,8 @@ def test_e2e_ack_confirmations_turned_off_then_on_again(
     # (a skip message) and confirmations resume.
     assert stop_process(second, 30) == 0
     procs.append(start_collector(on, tmp_path / "collector-3.log"))
-    wait_until(lambda: not agent_status(device)["broker_fallback"]
-               and agent_status(device)["confirmed"] >= fallen["confirmed"] + 200, 60,
+    wait_until(lambda: not agent_counts(device)["broker_fallback"]
+               and agent_counts(device)["confirmed"] >= fallen["confirmed"] + 200, 60,
                "confirmations again")
     final = stop_and_count_stored(influxd, device, proc, "pi-01")
     assert final["pending"] == 0 and final["dropped"] == 0

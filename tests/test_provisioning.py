@@ -675,7 +675,7 @@ def test_provisioning_agent_and_collector_deliver_over_tls_with_generated_files(
 
         wait_until(lambda: stored() >= 20, 60, "pi-01's readings in InfluxDB")
         # The collector's confirmations reach the agent: the ACL lets it read its ack topic.
-        wait_until(lambda: processes.agent_status(agent_config)["confirmed"] > 0, 30,
+        wait_until(lambda: processes.agent_counts(agent_config)["confirmed"] > 0, 30,
                    "the collector's confirmations at the agent")
         for proc in procs:
             assert processes.stop_process(proc, 30) == 0

@@ -65,6 +65,7 @@ from sitewatch.wire import (
 from tests.mqtt_probe import Probe
 from tests.processes import (
     agent_status,
+    collector_counts,
     collector_status,
     start_agent,
     start_collector,
@@ -261,7 +262,7 @@ def test_security_limits_oversized_payloads_are_refused_unparsed_and_cost_no_mem
         oversized = [(f"sitewatch/v1/plant-a/pi-{i:02d}/telemetry",
                       b'{"v": 1, "readings": [' + b" " * size + b"]}") for i in range(40)]
         publish_all(broker, oversized[:10])  # warm up: buffers and allocator at their size
-        wait_until(lambda: collector_status(config)["invalid_messages"] == 10, 30, "warm-up")
+        wait_until(lambda: collector_counts(config)["invalid_messages"] == 10, 30, "warm-up")
         baseline = rss_bytes(collector.pid)
 
         # InfluxDB hangs (SIGSTOP): a valid message's batch waits on its write, and every
@@ -272,7 +273,7 @@ def test_security_limits_oversized_payloads_are_refused_unparsed_and_cost_no_mem
             publish_all(broker, [("sitewatch/v1/plant-a/pi-01/telemetry",
                                   encode(telemetry("pi-01", 1)))])
             publish_all(broker, oversized[10:])  # 60 MiB more
-            wait_until(lambda: collector_status(config)["invalid_messages"] == 40, 30,
+            wait_until(lambda: collector_counts(config)["invalid_messages"] == 40, 30,
                        "the oversized payloads dead-lettered")
             status = collector_status(config)
             held = rss_bytes(collector.pid) - baseline
@@ -284,7 +285,7 @@ def test_security_limits_oversized_payloads_are_refused_unparsed_and_cost_no_mem
         assert len(letters) == 40 == status["dead_lettered"]
         assert all(letter["reason"] == f"payload of {size + 24} bytes exceeds "
                    f"{MAX_PAYLOAD_BYTES}" and letter["truncated"] for letter in letters)
-        wait_until(lambda: collector_status(config)["unacknowledged"] == 0, 60,
+        wait_until(lambda: collector_counts(config)["unacknowledged"] == 0, 60,
                    "every message acknowledged once InfluxDB answers")
         assert stored(influxd, "device = 'pi-01'") == 1
         assert collector.poll() is None
@@ -364,7 +365,7 @@ def test_security_limits_flood_while_influxdb_is_down_stays_bounded_and_all_arri
 
     influxd.start()
     total = (len(flood) + len(warm)) * per_message
-    wait_until(lambda: collector_status(config)["spool_depth"] == 0, 60, "the spool drained")
+    wait_until(lambda: collector_counts(config)["spool_depth"] == 0, 60, "the spool drained")
     wait_until(lambda: stored(influxd, "time > 0") >= total, 30, "every reading stored")
     assert stored(influxd, "time > 0") == total
     assert collector_status(config)["dropped"] == 0
