@@ -45,6 +45,39 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     items.sort(key=group)
 
 
+SUMMARY_PROPERTY = "summary"
+
+
+@pytest.fixture
+def summary(record_property: Callable[[str, object], None]) -> Callable[[str], None]:
+    """Give figures a test measured to the end of the run's output (``pytest_terminal_summary``
+    prints them). Why not ``print``: under pytest-xdist a worker's output never reaches the
+    terminal, while a report's ``user_properties`` travel to the controller."""
+
+    def add(text: str) -> None:
+        record_property(SUMMARY_PROPERTY, text)
+
+    return add
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """Print what tests handed to ``summary``, passed or failed, in the order they ran."""
+    texts = [
+        (report.nodeid, str(value))
+        for category in ("passed", "failed")
+        for report in terminalreporter.stats.get(category, [])
+        if getattr(report, "when", None) == "call"
+        for name, value in getattr(report, "user_properties", ())
+        if name == SUMMARY_PROPERTY
+    ]
+    if not texts:
+        return
+    terminalreporter.section("figures the tests measured")
+    for nodeid, text in texts:
+        terminalreporter.write_line(f"{nodeid}:")
+        terminalreporter.write_line(text)
+
+
 @pytest.fixture
 def mock_factory() -> Iterator[MockFactory]:
     """A fresh MockFactory per test, passed explicitly; reset afterwards (as gpiozero does)."""

@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -286,11 +286,10 @@ def drain_and_count(fleet: Fleet) -> Accounting:
     return Accounting(counts, status, fleet.phases)
 
 
-def _show(accounting: Accounting, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> str:
+def _show(accounting: Accounting, tmp_path: Path, summary: Callable[[str], None]) -> str:
     text = accounting.render()
     (tmp_path / "fault-accounting.txt").write_text(text + "\n")
-    with capsys.disabled():
-        print("\n" + text + f"\n(also in {tmp_path / 'fault-accounting.txt'})")
+    summary(text + f"\n(also in {tmp_path / 'fault-accounting.txt'})")
     log.warning("%s", text)
     return text
 
@@ -342,12 +341,12 @@ def fleet(tmp_path: Path) -> Iterator[tuple[Fleet, WebhookInbox]]:
 
 
 def test_fault_suite_every_reading_stored_once_or_counted_dropped(
-    fleet: tuple[Fleet, WebhookInbox], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    fleet: tuple[Fleet, WebhookInbox], tmp_path: Path, summary: Callable[[str], None]
 ) -> None:
     rig, inbox = fleet
     run_faults(rig, inbox)
     accounting = drain_and_count(rig)
-    _show(accounting, tmp_path, capsys)
+    _show(accounting, tmp_path, summary)
     alerts = _door_alerts(rig)
     series = {device: _series_per_sensor(rig, device) for device in DEVICES}
     messages = list(inbox.messages)
@@ -380,7 +379,7 @@ def test_fault_suite_every_reading_stored_once_or_counted_dropped(
 
 
 def test_fault_suite_broker_crash_after_the_outbox_cap_evicted_unconfirmed_rows(
-    fleet: tuple[Fleet, WebhookInbox], capsys: pytest.CaptureFixture[str]
+    fleet: tuple[Fleet, WebhookInbox], summary: Callable[[str], None]
 ) -> None:
     """A tiny outbox cap while the collector is away: the agent evicts rows the broker holds
     for the collector; the broker crashes before saving them; everything comes back."""
@@ -413,12 +412,10 @@ def test_fault_suite_broker_crash_after_the_outbox_cap_evicted_unconfirmed_rows(
         rig.wait_collector(lambda s: s["spool_depth"] == 0 and s["unacknowledged"] == 0,
                            "the collector idle")
         stored = sum(rig.stored_by_sensor("pi-02").values())
-    with capsys.disabled():
-        print(f"\nbroker crash after evicting unconfirmed rows: produced {final.produced},"
-              f" stored {stored}, dropped {final.dropped} (of them lost by the broker after"
-              f" its PUBACK: {final.dropped_unconfirmed}), released unconfirmed"
-              f" {final.released}; phases (s) "
-              + ", ".join(f"{name} {took:.1f}" for name, took in rig.phases))
+    summary(f"broker crash after evicting unconfirmed rows: produced {final.produced},"
+            f" stored {stored}, dropped {final.dropped} (of them lost by the broker after its"
+            f" PUBACK: {final.dropped_unconfirmed}), released unconfirmed {final.released};"
+            " phases (s) " + ", ".join(f"{name} {took:.1f}" for name, took in rig.phases))
     assert final.released == 0  # every stub was followed to its end: stored or lost
     assert stored + final.dropped == final.produced, (
         f"produced {final.produced} != stored {stored} + dropped {final.dropped}: "

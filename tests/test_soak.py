@@ -8,6 +8,7 @@ so only a real leak fails it). Lag and throughput are printed, never asserted.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,9 @@ from sitewatch.localrun.soak import SoakSettings, run_soak
 pytestmark = pytest.mark.integration
 
 
-def test_soak_short_run_stores_every_reading_once_with_flat_memory(tmp_path: Path) -> None:
+def test_soak_short_run_stores_every_reading_once_with_flat_memory(
+    tmp_path: Path, summary: Callable[[str], None]
+) -> None:
     if not (have_mosquitto() and have_influxd()):
         pytest.fail("mosquitto and influxd must be installed; the README's test command does")
     settings = SoakSettings(
@@ -26,7 +29,7 @@ def test_soak_short_run_stores_every_reading_once_with_flat_memory(tmp_path: Pat
         print_every_s=15.0,
     )  # fmt: skip
     result = run_soak(settings, tmp_path, print)
-    print("\n".join(result.summary()))
+    summary("\n".join(result.summary()))
 
     assert result.published >= 0.9 * settings.rate * settings.duration_s
     assert set(result.published_by_device) == {f"dev-{k:03d}" for k in range(20)}
