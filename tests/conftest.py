@@ -24,6 +24,7 @@ from sitewatch.localrun import (
     have_mosquitto,
     victoria_metrics_binary,
 )
+from sitewatch.localrun.process import PORT_RANGE_ENV
 from tests.smtp_inbox import Inbox
 
 
@@ -43,6 +44,16 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         return 1 if item.get_closest_marker("integration") else 2
 
     items.sort(key=group)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist, give each worker its own ports (``localrun.free_port``): 5000 of
+    them from 10000 up, below the kernel's ephemeral range (32768 and up), so two workers
+    never pick the same port and no outgoing connection takes one before its server binds."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    if worker.startswith("gw") and worker[2:].isdigit() and int(worker[2:]) < 4:
+        first = 10_000 + 5_000 * int(worker[2:])
+        os.environ[PORT_RANGE_ENV] = f"{first}-{first + 4_999}"
 
 
 SUMMARY_PROPERTY = "summary"

@@ -29,11 +29,36 @@ T = TypeVar("T")
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 
 
+PORT_RANGE_ENV = "SITEWATCH_PORT_RANGE"
+"""``first-last``: the ports ``free_port`` hands out (default: any the kernel picks). Parallel
+test workers each get their own range below the kernel's ephemeral ports, so a port one of
+them picked and has not bound yet is neither picked by the other nor taken meanwhile as the
+source port of some outgoing connection."""
+
+_next_in_range: dict[tuple[int, int], int] = {}
+
+
 def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port on 127.0.0.1 that nothing listens on right now: within
+    ``$SITEWATCH_PORT_RANGE`` (taken in turn, so one just handed out is not handed out again
+    before the range wraps), or any."""
+    spec = os.environ.get(PORT_RANGE_ENV)
+    if not spec:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            return int(sock.getsockname()[1])
+    first, last = (int(part) for part in spec.split("-"))
+    start = _next_in_range.get((first, last), first + os.getpid() % (last - first + 1))
+    for k in range(last - first + 1):
+        port = first + (start - first + k) % (last - first + 1)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _next_in_range[(first, last)] = port + 1 if port < last else first
+        return port
+    raise OSError(f"no free port in {PORT_RANGE_ENV}={spec}")
 
 
 def wait_until(
