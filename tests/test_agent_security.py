@@ -23,13 +23,14 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 import yaml
 
 from sitewatch.agent.mqtt import LinkSettings, MqttLink
 from sitewatch.clock import SystemClock
+from sitewatch.collector.provisioning.pki import CertificateAuthority
 from sitewatch.localrun import Mosquitto, free_port, have_mosquitto, wait_until
 from sitewatch.wire import TelemetryMessage, parse_message
 from tests import processes
@@ -240,79 +241,26 @@ class Pki:
     elsewhere_key: Path
 
 
-_OPENSSL_CNF = """\
-[req]
-distinguished_name = dn
-prompt = no
-[dn]
-CN = unused
-[ca]
-basicConstraints = critical, CA:TRUE
-keyUsage = critical, keyCertSign, cRLSign
-subjectKeyIdentifier = hash
-[server]
-basicConstraints = critical, CA:FALSE
-keyUsage = critical, digitalSignature
-extendedKeyUsage = serverAuth
-subjectAltName = IP:127.0.0.1, DNS:localhost
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid
-[elsewhere]
-basicConstraints = critical, CA:FALSE
-keyUsage = critical, digitalSignature
-extendedKeyUsage = serverAuth
-subjectAltName = DNS:broker.elsewhere.example
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid
-[client]
-basicConstraints = critical, CA:FALSE
-keyUsage = critical, digitalSignature
-extendedKeyUsage = clientAuth
-subjectKeyIdentifier = hash
-authorityKeyIdentifier = keyid
-"""
-
-
-def _openssl(*args: str) -> None:
-    subprocess.run(["openssl", *args], check=True, capture_output=True)
-
-
-def _make_ca(directory: Path, name: str, cnf: Path) -> tuple[Path, Path]:
-    cert, key = directory / f"{name}.crt", directory / f"{name}.key"
-    _openssl("req", "-x509", "-new", "-nodes", "-config", str(cnf), "-extensions", "ca",
-             "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-keyout", str(key),
-             "-out", str(cert), "-days", "2", "-subj", f"/CN={name}")
-    return cert, key
-
-
-def _make_leaf(
-    directory: Path, name: str, cnf: Path, ca: tuple[Path, Path], extensions: str
-) -> tuple[Path, Path]:
-    cert, key, csr = (directory / f"{name}.{ext}" for ext in ("crt", "key", "csr"))
-    _openssl("req", "-new", "-nodes", "-config", str(cnf), "-newkey", "ec", "-pkeyopt",
-             "ec_paramgen_curve:P-256", "-keyout", str(key), "-out", str(csr),
-             "-subj", f"/CN={name}")
-    _openssl("x509", "-req", "-in", str(csr), "-CA", str(ca[0]), "-CAkey", str(ca[1]),
-             "-CAcreateserial", "-CAserial", str(directory / "ca.srl"), "-out", str(cert),
-             "-days", "2", "-extfile", str(cnf), "-extensions", extensions)
-    return cert, key
-
-
 @pytest.fixture
 def pki(tmp_path: Path) -> Pki:
+    """Made with the project's own ``provisioning.pki``, as an installer would make them."""
     if shutil.which("openssl") is None:
         pytest.skip("the openssl CLI is not installed: cannot make throwaway certificates")
     directory = tmp_path / "pki"
-    directory.mkdir()
-    cnf = directory / "openssl.cnf"
-    cnf.write_text(_OPENSSL_CNF)
-    ca = _make_ca(directory, "sitewatch-test-ca", cnf)
-    other_ca, _ = _make_ca(directory, "someone-elses-ca", cnf)
-    server = _make_leaf(directory, "localhost", cnf, ca, "server")
-    agent = _make_leaf(directory, "sitewatch-plant-a-pi-01", cnf, ca, "client")
-    probe = _make_leaf(directory, "collector", cnf, ca, "client")
-    elsewhere = _make_leaf(directory, "broker.elsewhere.example", cnf, ca, "elsewhere")
-    return Pki(ca[0], *server, *agent, *probe, other_ca, *elsewhere)
+    ca, _ = CertificateAuthority.open_or_create(directory / "ca", "sitewatch-test-ca")
+    other_ca, _ = CertificateAuthority.open_or_create(directory / "other", "someone-elses-ca")
+
+    def issue(name: str, usage: Literal["server", "client"], hosts: list[str] | None = None
+              ) -> tuple[Path, Path]:
+        cert, key = directory / f"{name}.crt", directory / f"{name}.key"
+        ca.issue(name, usage, cert, key, hosts=hosts)
+        return cert, key
+
+    server = issue("localhost", "server", ["127.0.0.1", "localhost"])
+    agent = issue("sitewatch-plant-a-pi-01", "client")
+    probe = issue("collector", "client")
+    elsewhere = issue("broker.elsewhere.example", "server", ["broker.elsewhere.example"])
+    return Pki(ca.cert, *server, *agent, *probe, other_ca.cert, *elsewhere)
 
 
 def tls_listener(pki: Pki, require_certificate: bool = False, elsewhere: bool = False) -> str:
@@ -436,6 +384,9 @@ class NoListener:
         pass
 
     def on_published(self, mid: int) -> None:
+        pass
+
+    def on_message(self, link: MqttLink, topic: str, payload: bytes) -> None:
         pass
 
     def on_tick(self, link: MqttLink) -> None:
