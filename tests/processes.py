@@ -120,3 +120,33 @@ def collector_counts(config: Path) -> dict[str, Any]:
     state = Path(yaml.safe_load(config.read_text())["state_dir"]) / STATUS_FILE
     result: dict[str, Any] = json.loads(state.read_text())
     return result
+
+
+def write_collector_config(
+    directory: Path,
+    broker_port: int,
+    influx_url: str,
+    database: str,
+    *,
+    name: str = "collector",
+    **changes: Any,
+) -> Path:
+    """Write ``<directory>/<name>.yaml``: a collector on the test broker and influxd (v1 API,
+    quick flushes and retries, state in ``<name>-state``, metrics off). A keyword argument
+    that is a dict is merged into its section; anything else replaces it."""
+    config: dict[str, Any] = {
+        "mqtt": {"host": "127.0.0.1", "port": broker_port, "client_id": name},
+        "influx": {"api": "v1", "url": influx_url, "database": database,
+                   "flush_interval_s": 0.2, "retry_min_s": 0.2, "retry_max_s": 0.5},
+        "state_dir": str(directory / f"{name}-state"),
+        "metrics": {"enabled": False},
+        "delivery_interval_s": 1.0,
+    }
+    for key, value in changes.items():
+        if isinstance(value, dict) and isinstance(config.get(key), dict):
+            config[key] = {**config[key], **value}
+        else:
+            config[key] = value
+    path = directory / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path

@@ -25,6 +25,7 @@ from tests.processes import (
     start_agent,
     start_collector,
     stop_process,
+    write_collector_config,
 )
 
 pytestmark = pytest.mark.integration
@@ -47,22 +48,12 @@ EQUIPMENT = [
 @pytest.fixture
 def collector_config(tmp_path: Path) -> Callable[..., Path]:
     def write(broker: Mosquitto, influx: Influxd, **changes: Any) -> Path:
-        config: dict[str, Any] = {
-            "mqtt": {"host": "127.0.0.1", "port": broker.port, "client_id": "collector-test"},
-            "influx": {"api": "v1", "url": f"http://127.0.0.1:{influx.port}", "database": DB,
-                       "flush_interval_s": 0.2, "retry_min_s": 0.2, "retry_max_s": 1.0},
-            "state_dir": str(tmp_path / "collector-state"),
-            "metrics": {"port": free_port()},
-            "delivery_interval_s": 1.0,
-        }
-        for key, value in changes.items():
-            if isinstance(value, dict) and isinstance(config.get(key), dict):
-                config[key] = {**config[key], **value}
-            else:
-                config[key] = value
-        path = tmp_path / "collector.yaml"
-        path.write_text(yaml.safe_dump(config))
-        return path
+        return write_collector_config(
+            tmp_path, broker.port, f"http://127.0.0.1:{influx.port}", DB, name="collector",
+            **{"mqtt": {"client_id": "collector-test"},
+               "influx": {"retry_max_s": 1.0}, "metrics": {"enabled": True, "port": free_port()},
+               **changes},
+        )
 
     return write
 

@@ -16,7 +16,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 
 from sitewatch.agent.outbox import read_stats
 from sitewatch.localrun import Influxd, Mosquitto, free_port, wait_until
@@ -29,6 +28,7 @@ from tests.processes import (
     start_agent,
     start_collector,
     stop_process,
+    write_collector_config,
 )
 from tests.test_collector_e2e import CLIMATE, DB, stored_readings
 
@@ -49,21 +49,17 @@ below are counted in readings, so they take half as long; where a phase must als
 
 @pytest.fixture
 def collector_config(tmp_path: Path) -> Callable[..., Path]:
-    def write(broker: Mosquitto, influx: Influxd, name: str = "collector.yaml",
-              **changes: Any) -> Path:
-        config: dict[str, Any] = {
-            "mqtt": {"host": "127.0.0.1", "port": broker.port, "client_id": "collector-test"},
-            "influx": {"api": "v1", "url": f"http://127.0.0.1:{influx.port}", "database": DB,
-                       "flush_interval_s": 0.2, "retry_min_s": 0.2, "retry_max_s": 1.0},
-            "state_dir": str(tmp_path / "collector-state"),
-            "metrics": {"port": free_port()},
-            "delivery_interval_s": 1.0,
-            "confirm": {"interval_s": 0.5},
-            **changes,
-        }
-        path = tmp_path / name
-        path.write_text(yaml.safe_dump(config))
-        return path
+    def write(broker: Mosquitto, influx: Influxd, name: str = "collector", **changes: Any
+              ) -> Path:
+        # One collector's state whatever the config's name: "off" is the same collector
+        # restarted with confirmations off.
+        return write_collector_config(
+            tmp_path, broker.port, f"http://127.0.0.1:{influx.port}", DB, name=name,
+            **{"mqtt": {"client_id": "collector-test"}, "influx": {"retry_max_s": 1.0},
+               "metrics": {"enabled": True, "port": free_port()},
+               "state_dir": str(tmp_path / "collector-state"), "confirm": {"interval_s": 0.5},
+               **changes},
+        )
 
     return write
 
@@ -238,7 +234,7 @@ def test_e2e_ack_confirmations_turned_off_then_on_again(
     tmp_path: Path,
 ) -> None:
     on = collector_config(mosquitto, influxd)
-    off = collector_config(mosquitto, influxd, name="collector-off.yaml",
+    off = collector_config(mosquitto, influxd, name="collector-off",
                            confirm={"enabled": False})
     first = start_collector(on, tmp_path / "collector-1.log")
     procs.append(first)

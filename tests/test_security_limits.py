@@ -70,6 +70,7 @@ from tests.processes import (
     start_agent,
     start_collector,
     stop_process,
+    write_collector_config,
 )
 
 DB = "sitewatch"
@@ -126,22 +127,8 @@ def collector_config(tmp_path: Path) -> Callable[..., Path]:
     """Write a collector config (v1 API, metrics off); keyword arguments override sections."""
 
     def write(broker: Mosquitto, influx_url: str, name: str = "collector", **changes: Any) -> Path:
-        config: dict[str, Any] = {
-            "mqtt": {"host": "127.0.0.1", "port": broker.port, "client_id": name},
-            "influx": {"api": "v1", "url": influx_url, "database": DB, "flush_interval_s": 0.2,
-                       "retry_min_s": 0.2, "retry_max_s": 0.5},
-            "state_dir": str(tmp_path / f"{name}-state"),
-            "metrics": {"enabled": False},
-            "delivery_interval_s": 1.0,
-        }
-        for key, value in changes.items():
-            if isinstance(value, dict) and isinstance(config.get(key), dict):
-                config[key] = {**config[key], **value}
-            else:
-                config[key] = value
-        path = tmp_path / f"{name}.yaml"
-        path.write_text(yaml.safe_dump(config))
-        return path
+        return write_collector_config(tmp_path, broker.port, influx_url, DB, name=name,
+                                      **changes)
 
     return write
 
