@@ -13,10 +13,15 @@ measures, against the same broker, database server and load:
 
 Throughput: ``--messages`` messages of ``--readings`` readings each (default 4000 × 50) are
 published as fast as mosquitto_pub can (QoS1, one publisher per device); readings/s =
-readings / (time until InfluxQL counts all of them − first publish). For each collector run
-the CPU time its processes used meanwhile is printed too, in µs per reading: the collector
-itself and its detection process. Unlike readings/s, these barely move with other work on
-the machine, so they compare two versions fairly on a busy one.
+readings / (time until InfluxQL counts all of them − first publish). Until influxd's own
+count of points written says they may all be in, nothing is asked of InfluxQL: a count
+scans every point it counts, and polled through a run it would take from the run a share of
+the machine that grows as the run goes on. (To 2026-11-23 the bench polled InfluxQL every
+0.2 s; that understated the short baseline run most, by up to a third, and so flattered the
+ratios.) For each run the CPU time its processes used meanwhile
+is printed too, in µs per reading: the relay or the collector and its detection process,
+influxd and mosquitto. Unlike readings/s, these barely move with other work on the machine,
+so they compare two versions fairly on a busy one.
 Latency: the collector alone, at a fixed ``--latency-rate`` readings/s (default 10,000) for
 ``--latency-s`` seconds; publish → queryable by InfluxQL, p50 and p99.
 
@@ -34,6 +39,7 @@ readings/s (latency measured with detection on); with detection on, ratio ≥ 0.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import secrets
@@ -43,6 +49,8 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
@@ -65,17 +73,18 @@ def writer():
         body = batches.get()
         http.request("POST", f"{influx_url}/write?db={db}&precision=ms", body=body)
 threading.Thread(target=writer, daemon=True).start()
-lines = []
+lines, lock = [], threading.Lock()
 def esc(v): return v.replace(",", r"\,").replace("=", r"\=").replace(" ", r"\ ")
 def on_message(client, userdata, message):
     data = json.loads(message.payload)
     tags = f"site={esc(data['site'])},device={esc(data['device'])}"
-    for r in data["readings"]:
-        lines.append(f"environment,{tags},sensor={esc(r['sensor'])} "
-                     f"temperature_c={float(r['temperature_c'])},"
-                     f"humidity_pct={float(r['humidity_pct'])} {r['ts']}")
-    if len(lines) >= 5000:
-        batches.put("\n".join(lines)); lines.clear()
+    new = [f"environment,{tags},sensor={esc(r['sensor'])} "
+           f"temperature_c={float(r['temperature_c'])},"
+           f"humidity_pct={float(r['humidity_pct'])} {r['ts']}" for r in data["readings"]]
+    with lock:  # the tail flusher takes the lines from another thread
+        lines.extend(new)
+        if len(lines) >= 5000:
+            batches.put("\n".join(lines)); lines.clear()
 def on_connect(client, userdata, flags, rc, props):
     client.subscribe("sitewatch/v1/+/+/telemetry", qos=1)
 def on_subscribe(*args):
@@ -87,8 +96,9 @@ def flush_tail():
     import time
     while True:
         time.sleep(0.5)
-        if lines:
-            tail = list(lines); lines.clear(); batches.put("\n".join(tail))
+        with lock:
+            if lines:
+                batches.put("\n".join(lines)); lines.clear()
 threading.Thread(target=flush_tail, daemon=True).start()
 client.loop_forever()
 """
@@ -158,24 +168,47 @@ def _flood(broker: Mosquitto, messages: int, readings: int, tag: str) -> tuple[f
     return started, procs
 
 
-def _count(influx: Influxd, db: str, tag: str) -> int:
+def _count(influx: Influxd, db: str, tag: str, since_ms: int = 0) -> int:
     rows = influx.query(
-        f"SELECT count(temperature_c) FROM environment WHERE device =~ /^{tag}-/", db
+        f"SELECT count(temperature_c) FROM environment WHERE device =~ /^{tag}-/"
+        f" AND time >= {since_ms}ms",
+        db,
     )
     return int(rows[0]["count"]) if rows else 0
+
+
+def _points_written(influx: Influxd) -> int:
+    """Points influxd has written since it started: its own counter (``/debug/vars``), read
+    in about a millisecond. An InfluxQL count scans every point it counts (about 30 ms of
+    influxd's CPU per 200,000 points): polled while a run goes on, it would take a growing
+    share of the machine from the run it measures, and more from a slower run."""
+    with urllib.request.urlopen(f"{influx.url}/debug/vars", timeout=10) as response:  # noqa: S310
+        stats = json.load(response)
+    return sum(
+        int(stat["values"].get("pointsWrittenOK", 0))
+        for name, stat in stats.items()
+        if name.startswith("httpd")
+    )
 
 
 def _throughput(
     influx: Influxd, broker: Mosquitto, db: str, tag: str, args: argparse.Namespace
 ) -> float:
-    total = (args.messages // DEVICES) * DEVICES * args.readings
+    total: int = (args.messages // DEVICES) * DEVICES * args.readings
+    written_before = _points_written(influx)
+
+    def stored_at() -> float | None:
+        """When every reading was found stored: influxd's count of points written says
+        when to look (it counts the collector's other points too), one InfluxQL count
+        confirms."""
+        if _points_written(influx) - written_before < total:
+            return None
+        now = time.monotonic()
+        return now if _count(influx, db, tag) >= total else None
+
     started, procs = _flood(broker, args.messages, args.readings, tag)
-    done = wait_until(
-        lambda: _count(influx, db, tag) >= total and time.monotonic(),
-        600,
-        f"{total} readings in {db}",
-        interval_s=0.2,
-    )
+    done = wait_until(stored_at, 600, f"{total} readings in {db}", interval_s=0.01)
+    assert done is not None  # wait_until returns only a truthy value
     for proc, _ in procs:
         assert proc.stdin is not None
         proc.stdin.close()
@@ -195,6 +228,19 @@ def _children(pid: int) -> list[int]:
     for task in Path(f"/proc/{pid}/task").iterdir():
         found += [int(child) for child in (task / "children").read_text().split()]
     return found
+
+
+@contextlib.contextmanager
+def _cpu_per_reading(
+    pids: list[tuple[str, int]], readings: int
+) -> Iterator[dict[str, float]]:
+    """Fills the yielded dict, on exit, with the CPU each named process (several of one
+    name summed) used meanwhile, in µs per reading of ``readings``."""
+    before = {pid: _cpu_s(pid) for _, pid in pids}
+    cpu: dict[str, float] = {}
+    yield cpu
+    for name, pid in pids:
+        cpu[name] = cpu.get(name, 0.0) + (_cpu_s(pid) - before[pid]) * 1e6 / readings
 
 
 def _births(broker: Mosquitto, tag: str, readings: int) -> None:
@@ -259,16 +305,20 @@ def _latency(influx: Influxd, broker: Mosquitto, db: str, args: argparse.Namespa
     client.loop_start()
     per_message = args.readings
     rate_msgs = args.latency_rate / per_message
-    published: list[float] = []
+    published: list[tuple[float, int]] = []  # per message: when, and its readings' ts (ms)
     queryable: dict[int, float] = {}
     stop = threading.Event()
 
     def poll() -> None:
+        # Counts only from the oldest message not yet seen stored: a count scans every
+        # point it counts, and a count of the whole run would cost more as the run goes on.
         while not stop.is_set():
-            count = _count(influx, db, "lat") // per_message
-            now = time.monotonic()
-            for k in range(len(queryable), min(count, len(published))):
-                queryable[k] = now
+            seen = len(queryable)
+            if seen < len(published):
+                count = _count(influx, db, "lat", since_ms=published[seen][1]) // per_message
+                now = time.monotonic()
+                for k in range(seen, min(seen + count, len(published))):
+                    queryable[k] = now
             stop.wait(0.05)
 
     poller = threading.Thread(target=poll, daemon=True)
@@ -285,12 +335,12 @@ def _latency(influx: Influxd, broker: Mosquitto, db: str, args: argparse.Namespa
         ts_ms = max(int(time.time() * 1000), last_ts_ms + 1)
         last_ts_ms = ts_ms
         payload = _message("lat-0", boot_id, seq, per_message, ts_ms)
-        published.append(time.monotonic())
+        published.append((time.monotonic(), ts_ms))
         client.publish("sitewatch/v1/bench/lat-0/telemetry", payload, qos=1)
     wait_until(lambda: len(queryable) >= total, 60, "every latency message queryable")
     stop.set()
     client.loop_stop()
-    return [queryable[k] - published[k] for k in range(total)]
+    return [queryable[k] - published[k][0] for k in range(total)]
 
 
 def main() -> int:
@@ -302,34 +352,32 @@ def main() -> int:
     parser.add_argument("--home-assistant", action="store_true",
                         help="also run the collector with Home Assistant discovery on")
     args = parser.parse_args()
+    readings = (args.messages // DEVICES) * DEVICES * args.readings
+    rates: dict[str, float] = {}
+    cpu_us: dict[str, dict[str, float]] = {}  # per run: µs of CPU per reading, by process
     with tempfile.TemporaryDirectory(prefix="sitewatch-ingest-") as tmp:
         workdir = Path(tmp)
         broker = Mosquitto(workdir / "broker")
         influx = Influxd(workdir / "influx")
         broker.start()
         influx.start()
+        assert broker.proc is not None and influx.proc is not None
+        servers = [("influxd", influx.proc.pid), ("mosquitto", broker.proc.pid)]
         try:
             influx.create_database("baseline")
-            baseline = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-c",
-                    BASELINE,
-                    str(broker.port),
-                    f"http://127.0.0.1:{influx.port}",
-                    "baseline",
-                ],
+            relay = subprocess.Popen(
+                [sys.executable, "-c", BASELINE, str(broker.port), influx.url, "baseline"],
                 stdout=subprocess.PIPE,
             )
-            assert baseline.stdout is not None
-            baseline.stdout.readline()  # "ready": subscribed, so the flood is not missed
-            base_rate = _throughput(influx, broker, "baseline", "base", args)
-            print(f"baseline relay: {base_rate:,.0f} readings/s", flush=True)
-            baseline.terminate()
-            baseline.wait(10)
+            assert relay.stdout is not None
+            relay.stdout.readline()  # "ready": subscribed, so the flood is not missed
+            with _cpu_per_reading([("relay", relay.pid), *servers], readings) as cpu:
+                rates["baseline"] = _throughput(influx, broker, "baseline", "base", args)
+            cpu_us["baseline"] = cpu
+            print(f"baseline relay: {rates['baseline']:,.0f} readings/s", flush=True)
+            relay.terminate()
+            relay.wait(10)
 
-            rates = {}
-            cpu_us: dict[str, list[float]] = {}  # per reading: the collector, its children
             runs = [("plain", False, False), ("detect", True, False)]
             if args.home_assistant:
                 runs.append(("hass", False, True))
@@ -346,12 +394,12 @@ def main() -> int:
                     30,
                     "the collector's subscription",
                 )
-                children = _children(collector.pid)
-                before_s = _cpu_s(collector.pid), sum(map(_cpu_s, children))
-                rates[db] = _throughput(influx, broker, db, db[:4], args)
-                after_s = _cpu_s(collector.pid), sum(map(_cpu_s, children))
-                per_s = 1e6 / ((args.messages // DEVICES) * DEVICES * args.readings)
-                cpu_us[db] = [(a - b) * per_s for a, b in zip(after_s, before_s, strict=True)]
+                # Its children: the detection process (and multiprocessing's resource tracker).
+                pids = [("collector", collector.pid)]
+                pids += [("detection", child) for child in _children(collector.pid)]
+                with _cpu_per_reading(pids + servers, readings) as cpu:
+                    rates[db] = _throughput(influx, broker, db, db[:4], args)
+                cpu_us[db] = cpu
                 print(f"collector, detection {'on' if detection else 'off'}"
                       f"{', home assistant on' if home_assistant else ''}: "
                       f"{rates[db]:,.0f} readings/s", flush=True)
@@ -368,17 +416,21 @@ def main() -> int:
         f"ingest, {args.messages} messages × {args.readings} readings, QoS1, "
         f"{DEVICES} publishers; broker and influxd on the same 2 cores"
     )
-    plain, detect = rates["plain"], rates["detect"]
+    base_rate, plain, detect = rates["baseline"], rates["plain"], rates["detect"]
     print(f"  baseline relay                {base_rate:>10,.0f} readings/s")
     print(f"  collector, detection off      {plain:>10,.0f} readings/s  "
-          f"ratio {plain / base_rate:.2f}  (CPU {cpu_us['plain'][0]:.1f} µs per reading)")
+          f"ratio {plain / base_rate:.2f}")
     print(f"  collector, detection on       {detect:>10,.0f} readings/s  "
-          f"ratio {detect / base_rate:.2f}  (CPU {cpu_us['detect'][0]:.1f} µs per reading, "
-          f"and {cpu_us['detect'][1]:.1f} µs in the detection process)")
+          f"ratio {detect / base_rate:.2f}")
     if "hass" in rates:
         hass = rates["hass"]
         print(f"  collector, home assistant on  {hass:>10,.0f} readings/s  "
               f"ratio {hass / base_rate:.2f} (detection off; {hass / plain:.2f} × without)")
+    print("  CPU per reading during each run (µs; unlike readings/s, it barely moves with "
+          "other work on the machine):")
+    for run, cpu in cpu_us.items():
+        print(f"    {run:<9}" + ", ".join(f"{name} {us:.1f}" for name, us in cpu.items())
+              + f"; in all {sum(cpu.values()):.1f}")
     print(
         f"  latency at {args.latency_rate:,.0f} readings/s for {args.latency_s:.0f} s: "
         f"p50 {p50 * 1000:.0f} ms, p99 {p99 * 1000:.0f} ms (publish → queryable by InfluxQL)"

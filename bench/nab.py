@@ -5,7 +5,8 @@ For each ``DIR/data/<category>/<name>.csv`` it runs ``sitewatch.collector.score.
 one fresh detector and its default parameters, the same for every file, and writes
 ``OUT/<category>/<name>.csv`` (``timestamp,value,anomaly_score``). Then it times the detector
 alone over the same rows, parsed beforehand (best of ``--repeat`` passes), prints the mean
-µs per reading (score_one + learn_one), and prints the command that scores the results with
+µs per reading (scored then learned, in one ``update_one`` call where the detector has it,
+as live), and prints the command that scores the results with
 NAB's rules (the scorer picks one threshold for the whole corpus).
 
     .venv/bin/python bench/nab.py --corpus ../shared/nab --out /tmp/nab-anomaly
@@ -22,27 +23,28 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from sitewatch.collector.detectors import updating
 from sitewatch.collector.score import Row, ScoreInputError, build, iter_series, score_file
 
 
 def _detector_us(detector_name: str, series: list[list[Row]], repeat: int) -> float:
-    """Mean µs per reading of score_one + learn_one over every series, best of ``repeat``."""
+    """Mean µs per reading of scoring then learning it (``update_one`` where the detector has
+    it, as the live path calls it, else score_one + learn_one) over every series, best of
+    ``repeat``."""
     readings = sum(len(rows) for rows in series)
     best = float("inf")
     for _ in range(repeat):
         elapsed = 0.0
         for rows in series:
             detector = build(detector_name)
-            score_one = detector.score_one
-            learn_one = detector.learn_one
+            update = updating(detector).update_one
             last = -float("inf")
             started = time.perf_counter()
             for row in rows:
                 ts_s = row.ts_s
                 if ts_s > last:
                     last = ts_s
-                    score_one(ts_s, row.value)
-                    learn_one(ts_s, row.value)
+                    update(ts_s, row.value)
             elapsed += time.perf_counter() - started
         best = min(best, elapsed)
     return best / max(readings, 1) * 1e6
@@ -80,7 +82,7 @@ def main() -> int:
     scorer_text = str(scorer) if scorer.exists() else "../shared/tools/nab_score.py"
     print(f"{len(files)} files, {rows_total} rows scored into {args.out} in {wall_s:.1f} s")
     print(
-        f"{args.detector}: {us:.2f} µs per reading (score_one + learn_one, best of {args.repeat})"
+        f"{args.detector}: {us:.2f} µs per reading (scored and learned, best of {args.repeat})"
     )
     print("score with:")
     print(

@@ -33,11 +33,11 @@ from typing import Any, cast
 
 from sitewatch.collector.catalog import SensorCatalog
 from sitewatch.collector.decisions import Decision, alerts_line
-from sitewatch.collector.detectors import REGISTRY, build_detector
+from sitewatch.collector.detectors import REGISTRY, ScoreThenLearn, build_detector
 from sitewatch.collector.escaping import escape_tag
 from sitewatch.collector.lineproto import dew_point_c
 from sitewatch.collector.policy import AlertPolicy, Verdict
-from sitewatch.collector.protocols import Detector, JsonValue, Updating
+from sitewatch.collector.protocols import JsonValue, Updating
 from sitewatch.collector.rules import Binding, DetectionConfig, RuleSet
 from sitewatch.wire import MEASUREMENT_FIELDS, TelemetryMessage
 
@@ -103,20 +103,6 @@ def _abilities(cls: type) -> tuple[bool, bool, bool, bool]:
     return known
 
 
-class _ScoreThenLearn:
-    """``update_one`` for a detector that lacks it: ``score_one`` then ``learn_one``."""
-
-    __slots__ = ("detector",)
-
-    def __init__(self, detector: Detector) -> None:
-        self.detector = detector
-
-    def update_one(self, ts_s: float, value: float) -> float:
-        score = self.detector.score_one(ts_s, value)
-        self.detector.learn_one(ts_s, value)
-        return score
-
-
 class _Watch:
     """One detector bound to one stream, with its policy and the alert it has open."""
 
@@ -133,11 +119,11 @@ class _Watch:
         # Whether the policy needs zero scores too: it counts N-of-M, or an alert is open
         # (zeros resolve it). Kept in step with the policy by judge() and set_state().
         self.attentive = self.windowed
-        self.ticking, self.explaining, self.checkpointable, updating = _abilities(type(detector))
+        self.ticking, self.explaining, self.checkpointable, can_update = _abilities(type(detector))
         # Scores a reading, then learns it: in one call where the detector can (``Updating``).
         # Called as ``update(updater, ts_s, value)``, the class's own function: a method
         # lookup on detectors of many classes, or a bound method per watch, costs more.
-        self.updater = cast(Updating, detector) if updating else _ScoreThenLearn(detector)
+        self.updater = cast(Updating, detector) if can_update else ScoreThenLearn(detector)
         self.update: Callable[[Updating, float, float], float] = type(self.updater).update_one
         self.score = 0.0
         self.alert_id = ""

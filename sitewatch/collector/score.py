@@ -2,7 +2,8 @@
 
 ``sitewatch-collector score`` uses this to score NAB data files and exported series, so that
 settings can be tried on real history before they go live. Each row is scored and then
-learned (``score_one`` then ``learn_one``), like a reading arriving on the broker; a row whose
+learned (``score_one`` then ``learn_one``, in one ``update_one`` call where the detector has
+it, as live), like a reading arriving on the broker; a row whose
 timestamp is not after the last scored one is written with score 0 and not learned, as the
 live path stores such a reading but does not score it.
 
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from sitewatch.collector.detectors import REGISTRY, build_detector
+from sitewatch.collector.detectors import REGISTRY, build_detector, updating
 from sitewatch.collector.protocols import Detector
 
 __all__ = [
@@ -139,17 +140,14 @@ def run_series(detector: Detector, rows: Iterable[Row]) -> Iterator[tuple[Row, f
     """Score each row as the live path would; ``None`` for a row that is not after the last
     scored one (it is neither scored nor learned)."""
     last_ts_s = -math.inf
-    score_one = detector.score_one
-    learn_one = detector.learn_one
+    update = updating(detector).update_one
     for row in rows:
         ts_s = row.ts_s
         if ts_s <= last_ts_s:
             yield row, None
             continue
         last_ts_s = ts_s
-        score = score_one(ts_s, row.value)
-        learn_one(ts_s, row.value)
-        yield row, score
+        yield row, update(ts_s, row.value)
 
 
 def build(detector_name: str) -> Detector:

@@ -14,9 +14,17 @@ from typing import Any, TypeVar
 
 from pydantic import BaseModel, ConfigDict
 
-from sitewatch.collector.protocols import Detector
+from sitewatch.collector.protocols import Detector, Updating
 
-__all__ = ["REGISTRY", "DetectorParams", "DetectorType", "build_detector", "register"]
+__all__ = [
+    "REGISTRY",
+    "DetectorParams",
+    "DetectorType",
+    "ScoreThenLearn",
+    "build_detector",
+    "register",
+    "updating",
+]
 
 
 class DetectorParams(BaseModel):
@@ -55,6 +63,26 @@ def build_detector(name: str, params: DetectorParams | None = None) -> Detector:
     """A fresh detector ``name`` with ``params`` (default: the detector's defaults)."""
     kind = REGISTRY[name]
     return kind.build(params if params is not None else kind.params())
+
+
+class ScoreThenLearn:
+    """``update_one`` for a detector that lacks it: ``score_one`` then ``learn_one``."""
+
+    __slots__ = ("detector",)
+
+    def __init__(self, detector: Detector) -> None:
+        self.detector = detector
+
+    def update_one(self, ts_s: float, value: float) -> float:
+        score = self.detector.score_one(ts_s, value)
+        self.detector.learn_one(ts_s, value)
+        return score
+
+
+def updating(detector: Detector) -> Updating:
+    """The detector itself where it scores and learns in one call (``Updating``), else it
+    wrapped in ``ScoreThenLearn``: an object whose ``update_one`` does both."""
+    return detector if isinstance(detector, Updating) else ScoreThenLearn(detector)
 
 
 def _load_all() -> None:

@@ -152,14 +152,6 @@ _NEVER: Final = (1 << 30) - 1
 # daily profile's 24 bins, then the weekly profile's 168.
 _WEEKLY_AT: Final = 2 * _DAILY_BINS
 
-# What learning a scored reading needs (``_learn``'s arguments): ts_s, value, score, hour,
-# the hour's daily and weekly bins, gap_s, whether the seasonal view has a signal, the
-# signals of the seasonal, mean and volatility views, and the envelopes as they were read.
-_Pending = tuple[
-    float, float, float, int, int, int, float, bool, float, float, float, tuple[float, ...]
-]
-
-
 class AnomalyParams(DetectorParams):
     """Parameters of the ``anomaly`` detector (see the module docstring); defaults suit most."""
 
@@ -196,7 +188,6 @@ class AnomalyDetector:
         "_mean_s",
         "_memory_s",
         "_n",
-        "_pending",
         "_prev",
         "_profile",
         "_ready",
@@ -257,9 +248,7 @@ class AnomalyDetector:
         self._warm = False
         self._ready = 0
         self._ready_check_n = _NEVER  # see _first_ready_n()
-        # What score_one worked out for the learn_one that follows it (see _evaluate), and
-        # the latest score's outputs, for details().
-        self._pending: _Pending | None = None
+        # The latest score's outputs, for details().
         self._last_score = 0.0
         self._last_excess = 0.0
         self._last_view = -1
@@ -270,26 +259,22 @@ class AnomalyDetector:
         return self._evaluate(ts_s, value, False)
 
     def learn_one(self, ts_s: float, value: float) -> None:
-        pending = self._pending
-        if pending is None or pending[0] != ts_s or pending[1] != value:
-            self._evaluate(ts_s, value, True)  # not scored just before: score it, then learn
-            return
-        self._pending = None  # the next reading is evaluated afresh
-        self._learn(*pending)
+        # Works the score out again: learning needs all of it. The live path calls
+        # update_one, which does both at once.
+        self._evaluate(ts_s, value, True)
 
     def _evaluate(self, ts_s: float, value: float, learn: bool = True) -> float:
-        """The score of a reading; with ``learn``, then learn it (``update_one``), else keep
-        what learning it needs for the ``learn_one`` that follows (``score_one``).
+        """The score of a reading; with ``learn``, then learn it (``update_one``).
 
-        The hot path of the detector: locals rather than attributes, no helper calls but
-        ``_learn`` (and, once an hour, the profiles' fold)."""
+        The hot path of the detector, written out in one function: locals rather than
+        attributes, no helper calls but, once an hour, the profiles' fold."""
         if value - value or ts_s - ts_s:  # NaN or ±inf (x - x is 0.0 only when finite)
             return 0.0  # nothing to say about a missing value, nothing to learn from it
-        self._pending = None
         n = self._n
         hour = int(ts_s // _BIN_S)
         daily_at = 2 * (hour % _DAILY_BINS)  # this hour's bins in the profiles' array
         weekly_at = _WEEKLY_AT + 2 * ((hour + _WEEK_SHIFT_H) % _WEEKLY_BINS)
+        profile = self._profile
         # The views' signals for this reading.
         if n == 0:
             gap_s = 0.0
@@ -307,12 +292,12 @@ class AnomalyDetector:
             if ts_s - self._first_ts < _SEASONAL_START_S:
                 season = False
             elif (
-                self._profile[weekly_at + 1] >= _BIN_READY_S
+                profile[weekly_at + 1] >= _BIN_READY_S
                 and self._weekly_err < self._weekly_ratio * self._daily_err
             ):
-                sig_season = value - self._profile[weekly_at]
-            elif self._profile[daily_at + 1] >= _BIN_READY_S:
-                sig_season = value - self._profile[daily_at]
+                sig_season = value - profile[weekly_at]
+            elif profile[daily_at + 1] >= _BIN_READY_S:
+                sig_season = value - profile[daily_at]
             else:
                 season = False
             mean = self._mean
@@ -329,7 +314,12 @@ class AnomalyDetector:
         # The score: how far the view that goes furthest is beyond its reference range, in
         # widths of that range (most readings are within every range).
         views = self._views
-        envelopes = _ENVELOPES.unpack_from(views)
+        (
+            value_hi, value_lo, value_ref_hi, value_ref_lo,
+            season_hi, season_lo, season_ref_hi, season_ref_lo,
+            mean_hi, mean_lo, mean_ref_hi, mean_ref_lo,
+            vol_hi, vol_lo, vol_ref_hi, vol_ref_lo,
+        ) = _ENVELOPES.unpack_from(views)  # fmt: skip
         score = best = 0.0
         view = -1
         if self._warm or (n >= self._grace_n and ts_s - self._first_ts >= self._grace_s):
@@ -350,12 +340,6 @@ class AnomalyDetector:
                 self._ready = ready
                 self._ready_check_n = self._first_ready_n()
             value_ready, season_ready, mean_ready, vol_ready = _VIEW_FLAGS[ready]
-            (
-                value_hi, value_lo, value_ref_hi, value_ref_lo,
-                _, _, season_ref_hi, season_ref_lo,
-                _, _, mean_ref_hi, mean_ref_lo,
-                _, _, vol_ref_hi, vol_ref_lo,
-            ) = envelopes  # fmt: skip
             if value_ready and (value > value_ref_hi or value < value_ref_lo):
                 excess = _excess(value, value_ref_hi, value_ref_lo, value_hi, value_lo)
                 if excess > best:
@@ -385,39 +369,10 @@ class AnomalyDetector:
         self._last_view = view
         self._last_excess = best
         self._last_score = score
-        if learn:
-            self._learn(
-                ts_s, value, score, hour, daily_at, weekly_at, gap_s, season, sig_season,
-                sig_mean, sig_vol, envelopes,
-            )  # fmt: skip
-        else:
-            self._pending = (
-                ts_s, value, score, hour, daily_at, weekly_at, gap_s, season, sig_season,
-                sig_mean, sig_vol, envelopes,
-            )  # fmt: skip
-        return score
+        if not learn:
+            return score
 
-    # score_one then learn_one, in one call (the live path's, for every reading): _evaluate
-    # itself, spared a call in between.
-    update_one = _evaluate
-
-    def _learn(
-        self,
-        ts_s: float,
-        value: float,
-        score: float,
-        hour: int,
-        daily_at: int,
-        weekly_at: int,
-        gap_s: float,
-        season: bool,
-        sig_season: float,
-        sig_mean: float,
-        sig_vol: float,
-        envelopes: tuple[float, ...],
-    ) -> None:
-        """Learn a reading, given what ``_evaluate`` worked out for it."""
-        n = self._n
+        # Learning the reading.
         if n == 0:
             self._first_ts = ts_s
         # What was just reported quiets what follows, less and less as time passes (while
@@ -429,17 +384,15 @@ class AnomalyDetector:
         elif score:
             self._suppress = score
         # Profiles learn and envelopes age once an hour (at the first reading of an hour).
-        views = self._views
         if hour != self._visit_hour:
             self._start_visit(ts_s, hour)
-            envelopes = _ENVELOPES.unpack_from(views)  # as aged
+            (
+                value_hi, value_lo, _, _,
+                season_hi, season_lo, _, _,
+                mean_hi, mean_lo, _, _,
+                vol_hi, vol_lo, _, _,
+            ) = _ENVELOPES.unpack_from(views)  # as aged  # fmt: skip
         # The envelopes' marks jump to any new extreme at once.
-        (
-            value_hi, value_lo, _, _,
-            season_hi, season_lo, _, _,
-            mean_hi, mean_lo, _, _,
-            vol_hi, vol_lo, _, _,
-        ) = envelopes  # fmt: skip
         if n == 0:
             self._aged_ts = ts_s
             self._start_view(0, value, ts_s)
@@ -471,7 +424,6 @@ class AnomalyDetector:
         self._visit_n += 1
         self._visit_sum += value
         self._visit_s += covered_s
-        profile = self._profile
         self._visit_dev_d += abs(value - profile[daily_at])
         self._visit_dev_w += abs(value - profile[weekly_at])
         self._mean = sig_mean
@@ -487,6 +439,10 @@ class AnomalyDetector:
         self._prev = value
         self._last_ts = ts_s
         self._n = n + 1
+        return score
+
+    # score_one then learn_one, in one call (the live path's, for every reading).
+    update_one = _evaluate
 
     # -- the Explaining and Checkpointable protocols -------------------------------------
 
@@ -606,7 +562,6 @@ class AnomalyDetector:
         self._warm = False
         self._ready = 0
         self._ready_check_n = self._first_ready_n()
-        self._pending = None
         self._last_score = self._last_excess = 0.0
         self._last_view = -1
 
