@@ -40,6 +40,8 @@ from __future__ import annotations
 import operator
 import reprlib
 from enum import StrEnum
+from itertools import repeat
+from operator import ne
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -177,6 +179,8 @@ MEASUREMENT_FIELDS: tuple[str, ...] = (
 
 
 _measured = operator.itemgetter(*MEASUREMENT_FIELDS)
+_fields_of = operator.attrgetter("__dict__")
+_quality_of = operator.attrgetter("quality")
 _NOTHING_MEASURED = (None,) * len(MEASUREMENT_FIELDS)
 _MEASURED_QUALITIES = frozenset({Quality.OK, Quality.DEGRADED})
 
@@ -190,6 +194,11 @@ class Reading(_Strict):
     (off→on transitions in the last hour) and ``runtime_h`` (total, persisted).
     ``n_ok``/``n_tried`` count the good and attempted reads behind the value and
     ``sample_age_s`` is the age of the newest sample used (seconds).
+
+    A reading carries at least one measured field exactly when its quality is ``ok`` or
+    ``degraded``. The message holding it checks that (``TelemetryMessage``), for all its
+    readings at once: as a validator of each reading, the check cost a fifth of the time a
+    collector spends validating a message.
     """
 
     sensor: Identifier
@@ -208,18 +217,6 @@ class Reading(_Strict):
     n_tried: Annotated[int, Field(ge=0)] | None = None
     sample_age_s: NonNegative | None = None
     error: Annotated[str, Field(max_length=200)] | None = None
-
-    @model_validator(mode="after")
-    def _values_match_quality(self) -> Reading:
-        # Runs for every reading the collector receives: the field lookup is done in C
-        # (itemgetter on the instance dict), not with a Python loop.
-        has_value = _measured(self.__dict__) != _NOTHING_MEASURED
-        if has_value != (self.quality in _MEASURED_QUALITIES):
-            need = "needs at least one measured field" if not has_value else "must not carry"
-            if has_value:
-                need += " measured fields"
-            raise ValueError(f"quality {self.quality.value!r} {need}")
-        return self
 
     def values(self) -> dict[str, float | bool]:
         """The measured fields that are present, by name."""
@@ -294,10 +291,28 @@ class TelemetryMessage(_Envelope):
     health: Health | None = None
 
     @model_validator(mode="after")
-    def _not_empty(self) -> TelemetryMessage:
-        if not self.readings and self.health is None:
+    def _readings_consistent(self) -> TelemetryMessage:
+        readings = self.readings
+        if not readings and self.health is None:
             raise ValueError("a telemetry message needs readings or health")
+        # Whether each reading carries a measured value, and whether its quality says it
+        # should, compared for all readings in C (map over operator functions): this runs
+        # for every reading a collector receives.
+        carries = map(ne, map(_measured, map(_fields_of, readings)), repeat(_NOTHING_MEASURED))
+        should = map(_MEASURED_QUALITIES.__contains__, map(_quality_of, readings))
+        if any(map(ne, carries, should)):
+            _raise_first_inconsistent(readings)
         return self
+
+
+def _raise_first_inconsistent(readings: list[Reading]) -> None:
+    for k, reading in enumerate(readings):
+        has_value = _measured(reading.__dict__) != _NOTHING_MEASURED
+        if has_value != (reading.quality in _MEASURED_QUALITIES):
+            need = "must not" if has_value else "needs at least one measured field"
+            if has_value:
+                need += " carry measured fields"
+            raise ValueError(f"readings.{k}: quality {reading.quality.value!r} {need}")
 
 
 class EventMessage(_Envelope):
