@@ -40,8 +40,6 @@ from __future__ import annotations
 import operator
 import reprlib
 from enum import StrEnum
-from itertools import repeat
-from operator import ne
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -179,8 +177,6 @@ MEASUREMENT_FIELDS: tuple[str, ...] = (
 
 
 _measured = operator.itemgetter(*MEASUREMENT_FIELDS)
-_fields_of = operator.attrgetter("__dict__")
-_quality_of = operator.attrgetter("quality")
 _NOTHING_MEASURED = (None,) * len(MEASUREMENT_FIELDS)
 _MEASURED_QUALITIES = frozenset({Quality.OK, Quality.DEGRADED})
 
@@ -197,7 +193,7 @@ class Reading(_Strict):
 
     A reading carries at least one measured field exactly when its quality is ``ok`` or
     ``degraded``. The message holding it checks that (``TelemetryMessage``), for all its
-    readings at once: as a validator of each reading, the check cost a fifth of the time a
+    readings in one loop: as a validator of each reading, the check cost a fifth of the time a
     collector spends validating a message.
     """
 
@@ -296,12 +292,15 @@ class TelemetryMessage(_Envelope):
         if not readings and self.health is None:
             raise ValueError("a telemetry message needs readings or health")
         # Whether each reading carries a measured value, and whether its quality says it
-        # should, compared for all readings in C (map over operator functions): this runs
-        # for every reading a collector receives.
-        carries = map(ne, map(_measured, map(_fields_of, readings)), repeat(_NOTHING_MEASURED))
-        should = map(_MEASURED_QUALITIES.__contains__, map(_quality_of, readings))
-        if any(map(ne, carries, should)):
-            _raise_first_inconsistent(readings)
+        # should: this runs for every reading a collector receives, so most readings are
+        # told by their temperature alone.
+        for reading in readings:
+            fields = reading.__dict__
+            has_value = fields["temperature_c"] is not None or (
+                _measured(fields) != _NOTHING_MEASURED
+            )
+            if has_value != (fields["quality"] in _MEASURED_QUALITIES):
+                _raise_first_inconsistent(readings)
         return self
 
 
