@@ -120,6 +120,9 @@ def main() -> int:
     parser.add_argument("--warmup-steps", type=int, default=160,
                         help="readings per stream before timing the steady state")
     args = parser.parse_args()
+    if args.steps <= args.warmup_steps:
+        parser.error(f"--steps ({args.steps}) must exceed --warmup-steps ({args.warmup_steps}):"
+                     " the steady state is timed on the readings after the warm-up")
     logging.disable(logging.WARNING)  # the default rules do fire on the stuck sensors
     streams = DEVICES * SENSORS_PER_DEVICE
     print(f"{streams} streams, a reading every {INTERVAL_S / 60:.0f} min, {args.steps} per "
