@@ -215,7 +215,7 @@ def _throughput(
         return now if _count(influx, db, tag) >= total else None
 
     started, procs = _flood(broker, args.messages, args.readings, tag)
-    done = wait_until(stored_at, 600, f"{total} readings in {db}", interval_s=0.01)
+    done = wait_until(stored_at, 600, f"{total} readings in {db}", interval_s=0.02)
     assert done is not None  # wait_until returns only a truthy value
     for proc, _ in procs:
         assert proc.stdin is not None

@@ -6,9 +6,11 @@ tracking and storing it; inline, detection halves what one collector can take in
 validated, to a child process that runs ``sitewatch.collector.detection.Detection``: its
 readings as rows of plain values (``detection.reading_rows``) in ``marshal``'s format, which
 the child reads back many times faster than it would parse the JSON again; status payloads go
-as received (they are rare). The child sends back the lines to store
-(``anomaly`` scores, detection's own ``alerts`` points) and the decisions for the alert
-engine, which the parent takes on a reader thread.
+as received (they are rare). Telemetry goes in batches of up to ``_BATCH_READINGS`` readings,
+held at most ``_BATCH_WAIT_S`` (``flush_due``, from the ingest thread's tick): one write and
+one wake-up of the child per message cost it as much as unpacking the message's readings.
+The child sends back the lines to store (``anomaly`` scores, detection's own ``alerts``
+points) and the decisions for the alert engine, which the parent takes on a reader thread.
 
 What stays the same as inline: every reading is scored in the order it arrived, status
 messages update the child's copy of the sensor catalog in that same order (labels and tags
@@ -43,7 +45,7 @@ from pydantic import ValidationError
 from sitewatch.atomicfile import write_atomic
 from sitewatch.collector.catalog import SensorCatalog
 from sitewatch.collector.decisions import Decision
-from sitewatch.collector.detection import Detection, reading_rows
+from sitewatch.collector.detection import Detection, Row, reading_rows
 from sitewatch.collector.rules import DetectionConfig
 from sitewatch.wire import StatusMessage, TelemetryMessage
 
@@ -52,7 +54,7 @@ __all__ = ["DetectionWorker"]
 log = logging.getLogger(__name__)
 
 # Requests, parent → child: one byte of kind, then its data.
-_TELEMETRY = b"t"  # + (site, device, rows) in marshal's format version _MARSHAL_VERSION
+_TELEMETRY = b"t"  # + [(site, device, rows), ...] in marshal's format version _MARSHAL_VERSION
 _STATUS = b"s"
 _TICK = b"k"  # + now_s as a double
 _CHECKPOINT = b"c"
@@ -63,7 +65,11 @@ _MARSHAL_VERSION = 2
 on rows of plain values (dumped a third faster)."""
 
 _COUNTS_EVERY = 200
-"""The child reports its counters after this many requests (and at every tick)."""
+"""The child reports its counters after this many messages (and at every tick)."""
+_BATCH_READINGS = 1000
+_BATCH_WAIT_S = 0.02
+"""Telemetry is handed over once this many readings are held, or this long (seconds) after
+the first of them, whichever comes first."""
 _QUICK_DEATH_S = 10.0
 _MAX_BACKOFF_S = 60.0
 """A child that dies within ``_QUICK_DEATH_S`` of its start is restarted after a back-off
@@ -101,8 +107,11 @@ class DetectionWorker:
         self.decisions = 0
         self.restarts = 0
         self.lost_messages = 0
-        self._sent = 0  # requests sent to the current child
-        self._done = 0  # requests it has reported done
+        self._sent = 0  # messages (and other requests) sent to the current child
+        self._done = 0  # ... that it has reported done
+        self._batch: list[tuple[str, str, list[Row]]] = []  # telemetry not yet handed over
+        self._batch_readings = 0
+        self._batch_since_s = 0.0  # monotonic, when the oldest in the batch came
         self._generation = 0  # of the current child: a dead one's reader restarts only it
         self._send_lock = threading.Lock()
         self._progress = threading.Condition()  # notified when the child reports
@@ -169,10 +178,23 @@ class DetectionWorker:
 
     # -- requests (ingest and service threads) ------------------------------------------
     def telemetry(self, message: TelemetryMessage) -> None:
-        """A telemetry message, validated by ingest: score its readings."""
+        """A telemetry message, validated by ingest: score its readings (handed over in a
+        batch: see ``flush_due``)."""
         rows = reading_rows(message)
-        data = marshal.dumps((message.site, message.device, rows), _MARSHAL_VERSION)
-        self._send(_TELEMETRY + data)
+        with self._send_lock:
+            if not self._batch:
+                self._batch_since_s = time.monotonic()
+            self._batch.append((message.site, message.device, rows))
+            self._batch_readings += len(rows)
+            if self._batch_readings >= _BATCH_READINGS:
+                self._flush_locked()
+
+    def flush_due(self) -> None:
+        """Hand over the telemetry held back if the oldest of it waited ``_BATCH_WAIT_S``
+        (call it often: the ingest thread's tick)."""
+        if self._batch and time.monotonic() - self._batch_since_s >= _BATCH_WAIT_S:
+            with self._send_lock:
+                self._flush_locked()
 
     def status(self, payload: bytes) -> None:
         """A status (birth) message's payload: the child's catalog learns the sensors."""
@@ -188,15 +210,26 @@ class DetectionWorker:
 
     def _send(self, request: bytes) -> None:
         with self._send_lock:
-            if self._requests is None:  # stopped, or between a dead child and the next
-                if not self._stopping:
-                    self.lost_messages += 1
-                return
-            try:
-                self._requests.send_bytes(request)
-                self._sent += 1
-            except OSError:  # the child is gone; its reader thread starts another
-                self.lost_messages += 1
+            self._flush_locked()  # what came before it goes first
+            self._send_locked(request, 1)
+
+    def _flush_locked(self) -> None:
+        if not self._batch:
+            return
+        batch, self._batch, self._batch_readings = self._batch, [], 0
+        self._send_locked(_TELEMETRY + marshal.dumps(batch, _MARSHAL_VERSION), len(batch))
+
+    def _send_locked(self, request: bytes, messages: int) -> None:
+        """Send a request standing for ``messages`` messages (send lock held)."""
+        if self._requests is None:  # stopped, or between a dead child and the next
+            if not self._stopping:
+                self.lost_messages += messages
+            return
+        try:
+            self._requests.send_bytes(request)
+            self._sent += messages
+        except OSError:  # the child is gone; its reader thread starts another
+            self.lost_messages += messages
 
     # -- results (reader thread) --------------------------------------------------------
     def _read(self, results: Connection, generation: int) -> None:
@@ -284,7 +317,7 @@ def _serve(
         saved = None
     if isinstance(saved, dict):
         detection.restore(saved)
-    done = 0
+    done = reported = 0  # messages (and other requests) done; when last reported
     while True:
         try:
             request = requests.recv_bytes()
@@ -296,8 +329,10 @@ def _serve(
         report = False
         if kind == _TELEMETRY:
             # The parent's own rows, through a pipe only the two of us hold.
-            site, device, rows = marshal.loads(data)  # noqa: S302
-            lines = detection.observe_rows(site, device, rows)
+            batch = marshal.loads(data)  # noqa: S302
+            for site, device, rows in batch:
+                lines += detection.observe_rows(site, device, rows)
+            done += len(batch) - 1
         elif kind == _STATUS:
             try:
                 catalog.update(StatusMessage.model_validate_json(data))
@@ -311,7 +346,8 @@ def _serve(
             write_atomic(path, detection.checkpoint_chunks())
             report = True
         done += 1
-        if report or lines or decisions or done % _COUNTS_EVERY == 0:
+        if report or lines or decisions or done - reported >= _COUNTS_EVERY:
+            reported = done
             counts = (done, detection.scored_values, detection.late_values, detection.decisions)
             results.send((lines, decisions, counts))  # pickled here, so the list can be reused
             decisions.clear()

@@ -362,6 +362,8 @@ class Collector:
 
     # -- running -------------------------------------------------------------------------
     def _tick(self) -> None:
+        if self.detection_worker is not None:
+            self.detection_worker.flush_due()
         now = self.clock.monotonic()
         if now >= self._acks_due:
             self.ingest.release_acks(self.session.ack, before_ack=self._checkpoint_before_acks)
