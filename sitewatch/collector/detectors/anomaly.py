@@ -174,6 +174,9 @@ class AnomalyDetector:
     __slots__ = (
         "_accept_s",
         "_aged_ts",
+        "_bin_end_s",
+        "_bin_start_s",
+        "_bins",
         "_daily_err",
         "_first_ts",
         "_grace_n",
@@ -248,6 +251,10 @@ class AnomalyDetector:
         self._warm = False
         self._ready = 0
         self._ready_check_n = _NEVER  # see _first_ready_n()
+        # The hour of the latest reading, [start, end) in seconds, and its (hour, daily bin,
+        # weekly bin): readings of the same hour reuse them.
+        self._bin_start_s = self._bin_end_s = 0.0
+        self._bins = (0, 0, 0)
         # The latest score's outputs, for details().
         self._last_score = 0.0
         self._last_excess = 0.0
@@ -271,9 +278,15 @@ class AnomalyDetector:
         if value - value or ts_s - ts_s:  # NaN or ±inf (x - x is 0.0 only when finite)
             return 0.0  # nothing to say about a missing value, nothing to learn from it
         n = self._n
-        hour = int(ts_s // _BIN_S)
-        daily_at = 2 * (hour % _DAILY_BINS)  # this hour's bins in the profiles' array
-        weekly_at = _WEEKLY_AT + 2 * ((hour + _WEEK_SHIFT_H) % _WEEKLY_BINS)
+        if self._bin_start_s <= ts_s < self._bin_end_s:
+            hour, daily_at, weekly_at = self._bins
+        else:
+            hour = int(ts_s // _BIN_S)
+            daily_at = 2 * (hour % _DAILY_BINS)  # this hour's bins in the profiles' array
+            weekly_at = _WEEKLY_AT + 2 * ((hour + _WEEK_SHIFT_H) % _WEEKLY_BINS)
+            self._bins = (hour, daily_at, weekly_at)
+            self._bin_start_s = hour * _BIN_S
+            self._bin_end_s = self._bin_start_s + _BIN_S
         profile = self._profile
         # The views' signals for this reading.
         if n == 0:
