@@ -46,6 +46,7 @@ from sitewatch.atomicfile import write_atomic
 from sitewatch.collector.catalog import SensorCatalog
 from sitewatch.collector.decisions import Decision
 from sitewatch.collector.detection import Detection, Row, reading_rows
+from sitewatch.collector.gctune import tune_for_throughput
 from sitewatch.collector.rules import DetectionConfig
 from sitewatch.wire import StatusMessage, TelemetryMessage
 
@@ -317,6 +318,7 @@ def _serve(
         saved = None
     if isinstance(saved, dict):
         detection.restore(saved)
+    tune_for_throughput()
     done = reported = 0  # messages (and other requests) done; when last reported
     while True:
         try:
