@@ -5,9 +5,9 @@ objects. Validating one telemetry message of 50 readings allocates about 150 (a 
 field dict per reading), so under load the young generation was collected several times a
 message, walking the readings still in use each time; and older collections walked every
 object made at start-up (modules, pydantic's schemas, the configuration), which never
-become garbage. ``tune_for_throughput`` moves
-those start-up objects out of the collector's sight (``gc.freeze``) and collects the young
-generation every ``YOUNG_THRESHOLD`` allocations instead. On ``bench/ingest.py`` the ingest
+become garbage. ``tune_for_throughput`` moves those start-up objects out of the collector's
+sight (``gc.freeze``) and collects the young generation every ``YOUNG_THRESHOLD``
+allocations instead. On ``bench/ingest.py`` the ingest
 process spent about a tenth less CPU per reading. Reference counting still frees at once
 everything that is not in a cycle; what is (some library objects are) waits for the next
 collection, so the threshold is also a bound on memory: at 50,000 the ingest process held
