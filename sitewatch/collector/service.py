@@ -88,6 +88,7 @@ class Collector:
         catalog_state = prune(_load_json(self.state_dir / _CATALOG_FILE), _CATALOG_FILE)
         self.tracker = SeqTracker.from_json(tracker_state) if tracker_state else SeqTracker()
         self.catalog = SensorCatalog.from_json(catalog_state) if catalog_state else SensorCatalog()
+        self._catalog_saved_revision = -1  # the catalog's revision when last saved
         self.devices = DeviceStates(config.stale_after_s)
         self.dead_letters = DeadLetters(self.state_dir / "deadletter.jsonl")
         self.sink = sink or build_sink(config.influx)
@@ -329,7 +330,11 @@ class Collector:
         """Before PUBACKs go out (``Ingest.release_acks``) and with the other checkpoints."""
         if self.confirm_store is not None and self.confirmations is not None:
             self.confirm_store.save(self.confirmations)
-        _save_json(self.state_dir / _CATALOG_FILE, self.catalog.to_json())
+        # Only when it changed: this runs before every round of PUBACKs (ten a second under
+        # load), and each save is two fsyncs on the ingest thread.
+        if self.catalog.revision != self._catalog_saved_revision:
+            _save_json(self.state_dir / _CATALOG_FILE, self.catalog.to_json())
+            self._catalog_saved_revision = self.catalog.revision
 
     def _checkpoint_detection(self) -> None:
         if self.detection_worker is not None:
