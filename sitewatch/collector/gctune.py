@@ -7,12 +7,14 @@ message, walking the readings still in use each time; and older collections walk
 object made at start-up (modules, pydantic's schemas, the configuration), which never
 become garbage. ``tune_for_throughput`` moves those start-up objects out of the collector's
 sight (``gc.freeze``) and collects the young generation every ``YOUNG_THRESHOLD``
-allocations instead. On ``bench/ingest.py`` the ingest
-process spent about a tenth less CPU per reading. Reference counting still frees at once
-everything that is not in a cycle; what is (some library objects are) waits for the next
-collection, so the threshold is also a bound on memory: at 50,000 the ingest process held
-about 6 MiB more at 5,000 readings/s (``bench/soak.py``), at 10,000 under 1 MiB, for much
-the same CPU.
+allocations instead. On ``bench/ingest.py`` the ingest process spent about a tenth less CPU
+per reading.
+
+Reference counting still frees at once everything that is not in a cycle; what is waits for
+the next collection. paho-mqtt's topic matcher (``MQTTMatcher.iter_match``) makes one small
+cycle for every message received, a recursive closure that refers to itself, so the
+threshold is also a bound on memory: at 50,000 the ingest process held about 6 MiB more at
+5,000 readings/s (``bench/soak.py``), at 10,000 under 1 MiB, for much the same CPU.
 """
 
 from __future__ import annotations
