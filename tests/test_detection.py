@@ -9,13 +9,14 @@ import pytest
 
 from sitewatch.collector.catalog import SensorCatalog
 from sitewatch.collector.config import CollectorConfigError, parse_config
-from sitewatch.collector.decisions import Decision
+from sitewatch.collector.decisions import Decision, alerts_line
 from sitewatch.collector.detection import SCORE_FLOOR, SCORE_REFRESH_S, SCORE_STEP, Detection
 from sitewatch.collector.detectors import build_detector
 from sitewatch.collector.detectors.threshold import ThresholdParams
 from sitewatch.collector.policy import AlertPolicy
 from sitewatch.collector.rules import DetectionConfig, PolicyConfig, RuleSet
 from sitewatch.wire import TelemetryMessage
+from tests.lineparse import parse_line
 
 T0_S = 1_795_464_000.0
 
@@ -273,3 +274,17 @@ def test_checkpoint_in_pieces_is_the_same_json_as_the_whole() -> None:
     restored = Detection(_config(COLD_ROOM_RULE, defaults=True), _catalog(zone="cold-room"))
     restored.restore(json.loads(text))
     assert restored.to_json() == json.loads(text)
+
+
+def test_decision_alerts_line_leaves_out_empty_tags_and_values_without_a_spelling() -> None:
+    """InfluxDB refuses a line with an empty tag value, and line protocol has no NaN."""
+    decision = Decision(
+        "fire", "plant-a", "pi-01", "", "reading", "pi-silent", "silence", "warning",
+        "installer", 1795464000123, float("nan"), 1.0, "no data for 5 m", "c0ffee",
+        float("inf"),
+    )  # fmt: skip
+    measurement, tags, fields, ts = parse_line(alerts_line(decision))
+    assert measurement == "alerts" and ts == 1795464000123
+    assert "sensor" not in tags and tags["rule"] == "pi-silent"
+    assert "value" not in fields and "predicted_breach_s" not in fields
+    assert fields["message"] == "no data for 5 m" and fields["score"] == 1.0

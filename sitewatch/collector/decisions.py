@@ -12,6 +12,7 @@ fire it ends); ``dedupe_key`` names the condition, the same for every alert it e
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
@@ -59,7 +60,8 @@ class DecisionSink(Protocol):
 
 def alerts_line(decision: Decision) -> str:
     """The ``alerts`` point for a decision (tags: site, device, sensor, field, rule, detector,
-    severity; ``state`` is ``firing`` or ``resolved``).
+    severity, each left out when empty; ``state`` is ``firing`` or ``resolved``; a value or
+    predicted breach that is not finite is left out).
 
     >>> print(alerts_line(Decision("fire", "plant-a", "pi-01", "cold-room", "temperature_c",
     ...     "cold-room", "threshold", "critical", "technician", 1795464000123, 8.4, 1.0,
@@ -76,14 +78,16 @@ alert_id="c0ffee",audience="technician",value=8.4 1795464000123
             ("site", d.site), ("device", d.device), ("sensor", d.sensor), ("field", d.field),
             ("rule", d.rule), ("detector", d.detector), ("severity", d.severity),
         )
+        if value  # InfluxDB refuses an empty tag value
     )  # fmt: skip
     fields = (
         f"state={string_field(d.state)},score={float(d.score)!r},"
         f"message={string_field(d.message)},alert_id={string_field(d.alert_id)},"
         f"audience={string_field(d.audience)}"
     )
-    if d.value is not None:
+    # NaN and infinities have no line-protocol spelling: leave such a field out.
+    if d.value is not None and math.isfinite(d.value):
         fields += f",value={float(d.value)!r}"
-    if d.predicted_breach_s is not None:
+    if d.predicted_breach_s is not None and math.isfinite(d.predicted_breach_s):
         fields += f",predicted_breach_s={float(d.predicted_breach_s)!r}"
     return f"alerts,{tags} {fields} {d.ts_ms}"
