@@ -300,18 +300,15 @@ class TelemetryMessage(_Envelope):
                 _measured(fields) != _NOTHING_MEASURED
             )
             if has_value != (fields["quality"] in _MEASURED_QUALITIES):
-                _raise_first_inconsistent(readings)
+                need = (
+                    "must not carry measured fields"
+                    if has_value
+                    else "needs at least one measured field"
+                )
+                # (index finds it, or an identical reading before it: as wrong, and first)
+                where = readings.index(reading)
+                raise ValueError(f"readings.{where}: quality {reading.quality.value!r} {need}")
         return self
-
-
-def _raise_first_inconsistent(readings: list[Reading]) -> None:
-    for k, reading in enumerate(readings):
-        has_value = _measured(reading.__dict__) != _NOTHING_MEASURED
-        if has_value != (reading.quality in _MEASURED_QUALITIES):
-            need = "must not" if has_value else "needs at least one measured field"
-            if has_value:
-                need += " carry measured fields"
-            raise ValueError(f"readings.{k}: quality {reading.quality.value!r} {need}")
 
 
 class EventMessage(_Envelope):
