@@ -202,7 +202,7 @@ def _points_written(influx: Influxd) -> int:
 def _throughput(
     influx: Influxd, broker: Mosquitto, db: str, tag: str, args: argparse.Namespace
 ) -> float:
-    total: int = (args.messages // DEVICES) * DEVICES * args.readings
+    total = _readings(args)
     written_before = _points_written(influx)
 
     def stored_at() -> float | None:
@@ -422,6 +422,7 @@ def _servers(workdir: Path) -> Iterator[tuple[Mosquitto, Influxd, list[tuple[str
 
 
 def _readings(args: argparse.Namespace) -> int:
+    """Readings one flood publishes: whole messages per publisher."""
     return int((args.messages // DEVICES) * DEVICES * args.readings)
 
 

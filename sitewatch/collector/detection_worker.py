@@ -17,7 +17,7 @@ messages update the child's copy of the sensor catalog in that same order (label
 are those of the reading's time), ``tick`` uses the parent's clock (tests inject one), and
 the state is checkpointed to the same file and restored at start. What differs: the lines
 are stored a moment after the readings rather than with them, and the hand-over blocks when
-the child is behind (a pipe holds a few dozen messages), so a collector that cannot keep
+the child is behind (a pipe holds a batch or two), so a collector that cannot keep
 up slows down rather than scoring less.
 
 If the child dies (it should not; a bug or the OOM killer), the parent logs it, counts the
