@@ -9,7 +9,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from aiosmtpd.controller import Controller
 from gpiozero.pins.mock import MockFactory
 
@@ -25,6 +24,7 @@ from sitewatch.localrun import (
     victoria_metrics_binary,
 )
 from sitewatch.localrun.process import PORT_RANGE_ENV
+from tests.processes import write_config
 from tests.smtp_inbox import Inbox
 
 
@@ -156,14 +156,7 @@ def write_agent_config(tmp_path: Path) -> Callable[..., Path]:
                 },
             ],
         }
-        for key, value in sections.items():
-            if isinstance(value, dict) and isinstance(config.get(key), dict):
-                config[key] = {**config[key], **value}
-            else:
-                config[key] = value
-        path = tmp_path / name
-        path.write_text(yaml.safe_dump(config))
-        return path
+        return write_config(tmp_path / name, config, sections)
 
     return write
 

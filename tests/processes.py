@@ -142,11 +142,16 @@ def write_collector_config(
         "metrics": {"enabled": False},
         "delivery_interval_s": 1.0,
     }
+    return write_config(directory / f"{name}.yaml", config, changes)
+
+
+def write_config(path: Path, config: dict[str, Any], changes: Mapping[str, Any]) -> Path:
+    """Write ``config`` with ``changes`` as YAML to ``path``: a change that is a dict is
+    merged into its section, anything else replaces it."""
     for key, value in changes.items():
         if isinstance(value, dict) and isinstance(config.get(key), dict):
             config[key] = {**config[key], **value}
         else:
             config[key] = value
-    path = directory / f"{name}.yaml"
     path.write_text(yaml.safe_dump(config))
     return path
