@@ -156,15 +156,13 @@ class _Stream:
     """One field of one sensor and the detectors watching it."""
 
     __slots__ = (
-        "field", "last_ts_s", "last_value", "reported", "reported_ts_s", "scan", "tags",
-        "watches",
+        "field", "last_ts_s", "last_value", "reported", "reported_ts_s", "tags", "watches",
     )  # fmt: skip
 
     def __init__(self, field: str, tags: str, watches: list[_Watch]) -> None:
         self.field = field
         self.tags = f"{tags},field={escape_tag(field)}"
-        self.watches = watches
-        self.scan = tuple(watches)  # for observe: one compact object to walk per value
+        self.watches = tuple(watches)  # for observe: one compact object to walk per value
         self.last_ts_s = float("-inf")
         self.last_value: float | None = None
         # The top score of the last anomaly point written for it, and when; -1.0: none since
@@ -336,7 +334,7 @@ class Detection:
                 stream.last_value = value
                 scored += 1
                 top = 0.0
-                for watch in stream.scan:
+                for watch in stream.watches:
                     score = watch.update(watch.updater, ts_s, value)  # score_one, learn_one
                     watch.score = score
                     if score or watch.attentive:  # most scores are 0, and most policies idle
