@@ -29,11 +29,11 @@ import operator
 import sys
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import MappingProxyType
-from typing import Any, cast
+from typing import Any
 
 from sitewatch.collector.catalog import SensorCatalog
 from sitewatch.collector.decisions import Decision, alerts_line
-from sitewatch.collector.detectors import REGISTRY, ScoreThenLearn, build_detector
+from sitewatch.collector.detectors import REGISTRY, build_detector, updating
 from sitewatch.collector.escaping import escape_tag
 from sitewatch.collector.lineproto import dew_point_c
 from sitewatch.collector.policy import AlertPolicy, Verdict
@@ -85,20 +85,19 @@ it: a sensor stuck for days at one reading a second writes a point a minute, not
 day, and a chart drawn as steps stays within 0.05 of every score."""
 
 
-_ABILITIES: dict[type, tuple[bool, bool, bool, bool]] = {}
+_ABILITIES: dict[type, tuple[bool, bool, bool]] = {}
 
 
-def _abilities(cls: type) -> tuple[bool, bool, bool, bool]:
-    """Whether a detector class is ``Ticking``, ``Explaining``, ``Checkpointable`` and
-    ``Updating`` (checked once per class: a runtime protocol check is slow, and there is a
-    watch per stream and detector)."""
+def _abilities(cls: type) -> tuple[bool, bool, bool]:
+    """Whether a detector class is ``Ticking``, ``Explaining`` and ``Checkpointable``
+    (checked once per class: a runtime protocol check is slow, and there is a watch per
+    stream and detector)."""
     known = _ABILITIES.get(cls)
     if known is None:
         known = _ABILITIES[cls] = (
             callable(getattr(cls, "check", None)),
             callable(getattr(cls, "details", None)),
             callable(getattr(cls, "get_state", None)) and callable(getattr(cls, "set_state", None)),
-            callable(getattr(cls, "update_one", None)),
         )
     return known
 
@@ -119,11 +118,11 @@ class _Watch:
         # Whether the policy needs zero scores too: it counts N-of-M, or an alert is open
         # (zeros resolve it). Kept in step with the policy by judge() and set_state().
         self.attentive = self.windowed
-        self.ticking, self.explaining, self.checkpointable, can_update = _abilities(type(detector))
+        self.ticking, self.explaining, self.checkpointable = _abilities(type(detector))
         # Scores a reading, then learns it: in one call where the detector can (``Updating``).
         # Called as ``update(updater, ts_s, value)``, the class's own function: a method
         # lookup on detectors of many classes, or a bound method per watch, costs more.
-        self.updater = cast(Updating, detector) if can_update else ScoreThenLearn(detector)
+        self.updater = updating(detector)
         self.update: Callable[[Updating, float, float], float] = type(self.updater).update_one
         self.score = 0.0
         self.alert_id = ""

@@ -8,9 +8,10 @@ keeps O(1) state; see ``sitewatch.collector.protocols`` for the protocols it imp
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from pydantic import BaseModel, ConfigDict
 
@@ -82,7 +83,14 @@ class ScoreThenLearn:
 def updating(detector: Detector) -> Updating:
     """The detector itself where it scores and learns in one call (``Updating``), else it
     wrapped in ``ScoreThenLearn``: an object whose ``update_one`` does both."""
-    return detector if isinstance(detector, Updating) else ScoreThenLearn(detector)
+    return cast(Updating, detector) if _updates(type(detector)) else ScoreThenLearn(detector)
+
+
+@functools.cache
+def _updates(cls: type) -> bool:
+    # Once per class: a runtime protocol check is slow, and the live path makes a watch per
+    # stream and detector.
+    return callable(getattr(cls, "update_one", None))
 
 
 def _load_all() -> None:
