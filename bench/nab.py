@@ -84,7 +84,7 @@ def main() -> int:
     print(
         f"{args.detector}: {us:.2f} µs per reading (scored and learned, best of {args.repeat})"
     )
-    print("score with:")
+    print("score with (the scorer needs numpy and pandas: python3 -m pip install pandas):")
     print(
         f"  python3 {scorer_text} --corpus {args.corpus.resolve()} "
         f"--results {args.out.resolve()} --profile all"

@@ -36,7 +36,7 @@ import yaml
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sitewatch.collector.partition import owner
-from sitewatch.localrun import Influxd, Mosquitto, wait_until
+from sitewatch.localrun import Influxd, Mosquitto, require_mosquitto_pub, wait_until
 
 DEVICES = 4
 SITE = "bench"
@@ -153,6 +153,7 @@ def _run(workdir: Path, broker: Mosquitto, influx: Influxd, name: str, partition
 
 
 def main() -> int:
+    require_mosquitto_pub()
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=20000)
     parser.add_argument("--readings", type=int, nargs="+", default=[50, 1])

@@ -18,8 +18,9 @@ if ! python3 -c 'import ensurepip, venv' >/dev/null 2>&1; then
     missing+=(python3-venv)
 fi
 # The tests also talk to a real Alertmanager and drive the web page in a real headless
-# Chromium; scripts/test asks for them.
+# Chromium; scripts/test asks for them, and for mosquitto_pub, which the benches publish with.
 if [ "${SITEWATCH_TEST_TOOLS:-0}" = 1 ]; then
+    command -v mosquitto_pub >/dev/null 2>&1 || missing+=(mosquitto-clients)
     command -v prometheus-alertmanager >/dev/null 2>&1 || missing+=(prometheus-alertmanager)
     command -v chromium >/dev/null 2>&1 || missing+=(chromium)
     command -v chromedriver >/dev/null 2>&1 || missing+=(chromium-driver)

@@ -13,7 +13,12 @@ from __future__ import annotations
 
 from sitewatch.localrun.alertmanager import Alertmanager, have_alertmanager
 from sitewatch.localrun.influxd import Influxd, InfluxQLError, have_influxd
-from sitewatch.localrun.mosquitto import BROKER_CONF, Mosquitto, have_mosquitto
+from sitewatch.localrun.mosquitto import (
+    BROKER_CONF,
+    Mosquitto,
+    have_mosquitto,
+    require_mosquitto_pub,
+)
 from sitewatch.localrun.process import PROJECT_ROOT, ServerProcess, free_port, wait_until
 from sitewatch.localrun.victoria import (
     VICTORIA_METRICS_CACHE,
@@ -35,6 +40,7 @@ __all__ = [
     "have_alertmanager",
     "have_influxd",
     "have_mosquitto",
+    "require_mosquitto_pub",
     "victoria_metrics_binary",
     "wait_until",
 ]

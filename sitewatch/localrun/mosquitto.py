@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import pwd
+import shutil
 import socket
 from pathlib import Path
 
@@ -92,3 +93,13 @@ def _lines(text: str) -> str:
 def have_mosquitto() -> bool:
     """Whether the mosquitto binary is installed."""
     return installed_binary("mosquitto", _DEBIAN_BINARY) is not None
+
+
+def require_mosquitto_pub() -> None:
+    """Exit with how to install it when ``mosquitto_pub`` (which the benches publish with) is
+    missing: Debian's ``mosquitto-clients``, which ``scripts/test`` installs."""
+    if shutil.which("mosquitto_pub") is None:
+        raise SystemExit(
+            "mosquitto_pub is not installed: sudo apt-get install mosquitto-clients "
+            "(./scripts/test installs it too)"
+        )
