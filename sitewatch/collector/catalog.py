@@ -16,7 +16,7 @@ starts new series, by design. Used from one thread (ingest); not thread-safe.
 ...                    fields=["open"])
 True
 >>> catalog.tags("plant-a", "pi-01", "door")
-'site=plant-a,device=pi-01,sensor=door,label_site=x,zone=b\\\\ 2'
+'device=pi-01,label_site=x,sensor=door,site=plant-a,zone=b\\\\ 2'
 >>> catalog.measurement("plant-a", "pi-01", "door")
 'equipment'
 >>> SensorCatalog.from_json(catalog.to_json()).tags("plant-a", "pi-01", "door")[-9:]
@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sitewatch.collector.escaping import escape_tag
+from sitewatch.collector.escaping import escape_tag, tag_set
 from sitewatch.wire import StatusMessage
 
 __all__ = ["SensorCatalog", "SensorEntry", "tag_string"]
@@ -66,24 +66,28 @@ class SensorEntry:
         return "environment"
 
 
-def tag_string(site: str, device: str, sensor: str, labels: Mapping[str, str]) -> str:
-    """The escaped tag set ``site=…,device=…,sensor=…`` plus the labels, sorted by key.
+def tag_string(
+    site: str, device: str, sensor: str, labels: Mapping[str, str], *, field: str | None = None
+) -> str:
+    """The escaped tag set: ``site``, ``device``, ``sensor``, the labels and (for detection's
+    ``anomaly`` points) ``field``, in order of their keys (``escaping.tag_set``).
 
     Empty keys and values are left out; reserved or ``_``-prefixed keys get ``label_``.
     """
-    parts = [f"site={escape_tag(site)}", f"device={escape_tag(device)}"]
-    parts.append(f"sensor={escape_tag(sensor)}")
-    seen = {"site", "device", "sensor"}
+    tags = [("site", site), ("device", device), ("sensor", sensor)]
+    if field is not None:
+        tags.append(("field", field))
+    seen = {key for key, _ in tags}
     for key in sorted(labels):
         value = labels[key]
         if not key or not value:
             continue
-        name = escape_tag(f"label_{key}" if key in RESERVED_TAGS or key[0] == "_" else key)
-        if name in seen:  # two keys that differ only by a newline: the first one wins
+        name = f"label_{key}" if key in RESERVED_TAGS or key[0] == "_" else key
+        if escape_tag(name) in seen:  # keys that differ only by a newline: the first one wins
             continue
-        seen.add(name)
-        parts.append(f"{name}={escape_tag(value)}")
-    return ",".join(parts)
+        seen.add(escape_tag(name))
+        tags.append((name, value))
+    return tag_set(tags)
 
 
 class SensorCatalog:
@@ -132,9 +136,13 @@ class SensorCatalog:
     def get(self, site: str, device: str, sensor: str) -> SensorEntry | None:
         return self._sensors.get((site, device, sensor))
 
-    def tags(self, site: str, device: str, sensor: str) -> str:
+    def tags(self, site: str, device: str, sensor: str, field: str | None = None) -> str:
         """The escaped tag string for a sensor's ``environment``/``equipment`` points
-        (without labels when no birth announced the sensor)."""
+        (without labels when no birth announced the sensor); with ``field``, for the
+        ``anomaly`` points of that field (built anew: detection keeps it per stream)."""
+        if field is not None:
+            entry = self._sensors.get((site, device, sensor))
+            return tag_string(site, device, sensor, entry.labels if entry else {}, field=field)
         key = (site, device, sensor)
         tags = self._tags.get(key)
         if tags is None:

