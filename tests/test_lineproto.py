@@ -17,6 +17,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sitewatch.collector.catalog import RESERVED_TAGS, SensorCatalog
+from sitewatch.collector.decisions import Decision, alerts_line
+from sitewatch.collector.escaping import escape_tag
 from sitewatch.collector.lineproto import (
     delivery_line,
     dew_point_c,
@@ -316,9 +318,38 @@ def test_lineproto_any_label_or_detail_text_parses_back(
     _, tags, fields, ts = parse_line(line)
     assert fields == {"temperature_c": 1.0, "quality": "ok"} and ts == TS
     assert tags == _expected_tags(labels)
+    assert list(tags) == sorted(tags, key=escape_tag)  # in key order, as InfluxDB keeps them
+    anomaly_tags = parse_line(f"anomaly,{catalog.tags('plant-a', 'pi-01', 's', 'humidity_pct')} "
+                              f"score=0.5 {TS}")[1]  # fmt: skip
+    assert anomaly_tags == {**_expected_tags(labels), "field": "humidity_pct"}
+    assert list(anomaly_tags) == sorted(anomaly_tags, key=escape_tag)
     [event] = event_lines(_events(Event(sensor="s", ts=TS, type=EventType.SENSOR_FAULT,
                                         detail=detail)), catalog)
     assert parse_line(event)[2] == {"detail": _expected(detail)}
+
+
+def test_lineproto_every_measurement_writes_its_tags_in_key_order() -> None:
+    """InfluxDB sorts any other order itself, point by point (escaping.tag_set)."""
+    catalog = SensorCatalog()
+    catalog.set_sensor("plant-a", "pi-01", "door", labels={"area": "dock", "zone": "north"})
+    health = Health(uptime_s=1.0, produced=1, acked=1, outbox_messages=0, outbox_readings=0,
+                    outbox_bytes=0, dropped_readings=0, dropped_events=0)  # fmt: skip
+    lines = telemetry_lines(_telemetry(_climate("door", temperature_c=1.0), health=health),
+                            catalog)  # fmt: skip
+    lines += event_lines(_events(Event(sensor="door", ts=TS, type=EventType.STATE_CHANGE,
+                                       field="open", value=True)), catalog)  # fmt: skip
+    lines.append(delivery_line("plant-a", "pi-01", {"received": 1}, TS))
+    lines.append(alerts_line(Decision(
+        "fire", "plant-a", "pi-01", "door", "open", "door", "door_open", "warning",
+        "technician", TS, 1.0, 1.0, "open for 5 m", "c0ffee", None)))  # fmt: skip
+    measurements = []
+    for line in lines:
+        measurement, tags, _, _ = parse_line(line)
+        measurements.append(measurement)
+        assert list(tags) == sorted(tags), line
+        assert {"site", "device"} <= set(tags), line
+    assert measurements == ["environment", "device_health", "events", "equipment", "delivery",
+                            "alerts"]  # fmt: skip
 
 
 def test_lineproto_lines_never_contain_newlines_or_surrogates() -> None:
