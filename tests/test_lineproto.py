@@ -16,7 +16,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from sitewatch.collector.catalog import RESERVED_TAGS, SensorCatalog
+from sitewatch.collector.catalog import RESERVED_TAGS, SensorCatalog, tag_string
 from sitewatch.collector.decisions import Decision, alerts_line
 from sitewatch.collector.escaping import escape_tag
 from sitewatch.collector.lineproto import (
@@ -319,8 +319,8 @@ def test_lineproto_any_label_or_detail_text_parses_back(
     assert fields == {"temperature_c": 1.0, "quality": "ok"} and ts == TS
     assert tags == _expected_tags(labels)
     assert list(tags) == sorted(tags, key=escape_tag)  # in key order, as InfluxDB keeps them
-    anomaly_tags = parse_line(f"anomaly,{catalog.tags('plant-a', 'pi-01', 's', 'humidity_pct')} "
-                              f"score=0.5 {TS}")[1]  # fmt: skip
+    stream_tags = tag_string("plant-a", "pi-01", "s", labels, field="humidity_pct")
+    anomaly_tags = parse_line(f"anomaly,{stream_tags} score=0.5 {TS}")[1]
     assert anomaly_tags == {**_expected_tags(labels), "field": "humidity_pct"}
     assert list(anomaly_tags) == sorted(anomaly_tags, key=escape_tag)
     [event] = event_lines(_events(Event(sensor="s", ts=TS, type=EventType.SENSOR_FAULT,

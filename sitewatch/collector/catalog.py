@@ -83,9 +83,10 @@ def tag_string(
         if not key or not value:
             continue
         name = f"label_{key}" if key in RESERVED_TAGS or key[0] == "_" else key
-        if escape_tag(name) in seen:  # keys that differ only by a newline: the first one wins
+        escaped = escape_tag(name)
+        if escaped in seen:  # keys that differ only by a newline: the first one wins
             continue
-        seen.add(escape_tag(name))
+        seen.add(escaped)
         tags.append((name, value))
     return tag_set(tags)
 
@@ -136,13 +137,9 @@ class SensorCatalog:
     def get(self, site: str, device: str, sensor: str) -> SensorEntry | None:
         return self._sensors.get((site, device, sensor))
 
-    def tags(self, site: str, device: str, sensor: str, field: str | None = None) -> str:
+    def tags(self, site: str, device: str, sensor: str) -> str:
         """The escaped tag string for a sensor's ``environment``/``equipment`` points
-        (without labels when no birth announced the sensor); with ``field``, for the
-        ``anomaly`` points of that field (built anew: detection keeps it per stream)."""
-        if field is not None:
-            entry = self._sensors.get((site, device, sensor))
-            return tag_string(site, device, sensor, entry.labels if entry else {}, field=field)
+        (without labels when no birth announced the sensor)."""
         key = (site, device, sensor)
         tags = self._tags.get(key)
         if tags is None:

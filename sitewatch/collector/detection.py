@@ -31,7 +31,7 @@ from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import MappingProxyType
 from typing import Any
 
-from sitewatch.collector.catalog import SensorCatalog
+from sitewatch.collector.catalog import SensorCatalog, tag_string
 from sitewatch.collector.decisions import Decision, alerts_line
 from sitewatch.collector.detectors import REGISTRY, build_detector, updating
 from sitewatch.collector.lineproto import dew_point_c
@@ -252,7 +252,7 @@ class Detection:
                     if saved is not None:
                         watch = self._restored(watch, saved)
                 watches.append(watch)
-            stream = _Stream(field, self.catalog.tags(site, device, name, field), watches)
+            stream = _Stream(field, tag_string(site, device, name, labels, field=field), watches)
             if old is not None:
                 stream.last_ts_s, stream.last_value = old.last_ts_s, old.last_value
             else:

@@ -255,4 +255,4 @@ def collector_delivery_line(collector: str, counters: Mapping[str, int], ts_ms: 
 
 
 def _device_tags(site: str, device: str) -> str:
-    return f"device={escape_tag(device)},site={escape_tag(site)}"  # in key order (tag_set)
+    return tag_set((("site", site), ("device", device)))
