@@ -140,15 +140,12 @@ def _message(device: str, boot_id: str, seq: int, readings: int, ts_ms: int) -> 
 Flood = list[tuple[subprocess.Popen[bytes], str]]
 
 
-def _flood(broker: Mosquitto, messages: int, readings: int, tag: str) -> tuple[float, Flood]:
-    """Publish with one mosquitto_pub per device; returns when the first message went to the
-    publishers, and the publishers (whose stdin stays open: mosquitto_pub -l drops its
-    unsent queue at EOF).
+def _publishers(broker: Mosquitto, messages: int, readings: int, tag: str) -> Flood:
+    """One mosquitto_pub per device, connected, each with the payloads it is to publish.
 
-    The payloads are built and the publishers started (and connected) before the clock
-    starts: building 4000 messages takes this process about 0.3 s, which belongs to no run.
-    (To 2026-12-06 the clock started before both, adding that 0.3 s to every run: it
-    flattered the ratios, most for the slower runs.)"""
+    Built before the clock starts (``_publish``): building 4000 messages takes this process
+    about 0.3 s, which belongs to no run. (To 2026-12-06 the clock started before it,
+    adding that 0.3 s to every run: it flattered the ratios, most for the slower runs.)"""
     start_ms = int(time.time() * 1000)
     procs: Flood = []
     for d in range(DEVICES):
@@ -181,12 +178,16 @@ def _flood(broker: Mosquitto, messages: int, readings: int, tag: str) -> tuple[f
     # mosquitto logs "New client connected from ... as <client id> (...)".
     ids = [f" as pub-{tag}-{d} " for d in range(DEVICES)]
     wait_until(lambda: all(i in broker.log_path.read_text() for i in ids), 30, "the publishers")
-    started = time.monotonic()
+    return procs
+
+
+def _publish(procs: Flood) -> None:
+    """Hand every publisher its payloads (their stdin stays open: mosquitto_pub -l drops
+    its unsent queue at EOF)."""
     for proc, body in procs:
         assert proc.stdin is not None
         proc.stdin.write(body.encode() + b"\n")
         proc.stdin.flush()
-    return started, procs
 
 
 def _count(influx: Influxd, db: str, tag: str, since_ms: int = 0) -> int:
@@ -235,8 +236,10 @@ def _throughput(
         now = time.monotonic()
         return now if _count(influx, db, tag) >= total else None
 
-    started, procs = _flood(broker, args.messages, args.readings, tag)
+    procs = _publishers(broker, args.messages, args.readings, tag)
+    started = time.monotonic()
     jiffies_before, idle_before = _machine_cpu()
+    _publish(procs)
     done = wait_until(stored_at, 600, f"{total} readings in {db}", interval_s=0.02)
     assert done is not None  # wait_until returns only a truthy value
     jiffies, idle = _machine_cpu()
