@@ -36,11 +36,20 @@ Latency: the collector alone, at a fixed ``--latency-rate`` readings/s (default 
 (``home_assistant.enabled``), every flooded device announced first by a retained birth, so
 each reading also updates the state the collector publishes for Home Assistant.
 
+``--free-detectors`` adds a collector run with detection on whose detectors cost nothing
+(``bench/_free_detectors.py``: every detector's update returns 0 at once, all else runs as
+deployed): the highest ratio detection on could reach, however fast the detectors were made.
+``--same-points`` adds a second relay run that writes the collector's own points (tags in key
+order; ``temperature_c``, ``humidity_pct``, ``dew_point_c``, ``quality``) instead of its two
+fields, and prints the collector's ratios to it too: a yardstick in which influxd does the
+same work for both.
+
 Targets on the 2-core machine: collector without detection ≥ 100,000 readings/s with 50
 readings per message, ratio to baseline ≥ 0.6, p99 publish → queryable ≤ 2 s at 10,000
 readings/s (latency measured with detection on); with detection on, ratio ≥ 0.5.
 
     .venv/bin/python bench/ingest.py [--messages 4000] [--readings 50] [--rounds 3]
+        [--home-assistant] [--free-detectors] [--same-points]
 """
 
 from __future__ import annotations
@@ -84,12 +93,28 @@ threading.Thread(target=writer, daemon=True).start()
 import time
 lines, lock, last_message = [], threading.Lock(), [0.0]
 def esc(v): return v.replace(",", r"\,").replace("=", r"\=").replace(" ", r"\ ")
-def on_message(client, userdata, message):
-    data = json.loads(message.payload)
+def relay_lines(data):
     tags = f"site={esc(data['site'])},device={esc(data['device'])}"
-    new = [f"environment,{tags},sensor={esc(r['sensor'])} "
-           f"temperature_c={float(r['temperature_c'])},"
-           f"humidity_pct={float(r['humidity_pct'])} {r['ts']}" for r in data["readings"]]
+    return [f"environment,{tags},sensor={esc(r['sensor'])} "
+            f"temperature_c={float(r['temperature_c'])},"
+            f"humidity_pct={float(r['humidity_pct'])} {r['ts']}" for r in data["readings"]]
+def same_lines(data):  # the collector's points: tags in key order, its four fields
+    import math
+    def dew(t, h):
+        a, b = (22.46, 272.62) if t < 0.0 else (17.62, 243.12)
+        g = math.log(h / 100.0) + a * t / (b + t)
+        return b * g / (a - g)
+    device, site = esc(data["device"]), esc(data["site"])
+    out = []
+    for r in data["readings"]:
+        t, h = float(r["temperature_c"]), float(r["humidity_pct"])
+        out.append(f"environment,device={device},sensor={esc(r['sensor'])},site={site} "
+                   f"temperature_c={t!r},humidity_pct={h!r},dew_point_c={dew(t, h):.2f},"
+                   f'quality="{r["quality"]}" {r["ts"]}')
+    return out
+lines_of = same_lines if sys.argv[4:] == ["same-points"] else relay_lines
+def on_message(client, userdata, message):
+    new = lines_of(json.loads(message.payload))
     with lock:  # the tail flusher takes the lines from another thread
         last_message[0] = time.monotonic()
         lines.extend(new)
@@ -328,20 +353,16 @@ def _collector_config(
     return path
 
 
-def _start_collector(config: Path) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "sitewatch.collector.cli",
-            "run",
-            "--config",
-            str(config),
-            "--log-level",
-            "WARNING",
-        ]
+def _start_collector(config: Path, *, free_detectors: bool = False) -> subprocess.Popen[bytes]:
+    """``sitewatch-collector run``, or with ``free_detectors`` the same through
+    ``_free_detectors.py`` (detectors that cost nothing)."""
+    if free_detectors:
+        command = [str(Path(__file__).with_name("_free_detectors.py"))]
+    else:
+        command = ["-m", "sitewatch.collector.cli"]
+    return subprocess.Popen(
+        [sys.executable, *command, "run", "--config", str(config), "--log-level", "WARNING"]
     )
-    return proc
 
 
 def _latency(influx: Influxd, broker: Mosquitto, db: str, args: argparse.Namespace) -> list[float]:
@@ -403,12 +424,15 @@ class Run:
 
 def _relay_run(
     influx: Influxd, broker: Mosquitto, servers: list[tuple[str, int]], db: str,
-    args: argparse.Namespace,
+    args: argparse.Namespace, *, same_points: bool = False,
 ) -> Run:
-    """The baseline relay over one flood."""
+    """The baseline relay over one flood (with ``same_points``, writing the collector's
+    points)."""
     influx.create_database(db)
     relay = subprocess.Popen(
-        [sys.executable, "-c", BASELINE, str(broker.port), influx.url, db], stdout=subprocess.PIPE
+        [sys.executable, "-c", BASELINE, str(broker.port), influx.url, db,
+         *(["same-points"] if same_points else [])],
+        stdout=subprocess.PIPE,
     )
     try:
         assert relay.stdout is not None
@@ -424,7 +448,7 @@ def _relay_run(
 def _collector_run(
     workdir: Path, influx: Influxd, broker: Mosquitto, servers: list[tuple[str, int]], db: str,
     args: argparse.Namespace, *, detection: bool, home_assistant: bool = False,
-    latency: bool = False,
+    free_detectors: bool = False, latency: bool = False,
 ) -> Run:
     """The collector over one flood, and (with ``latency``) the publish → queryable
     latencies measured after it."""
@@ -432,7 +456,7 @@ def _collector_run(
     if home_assistant:
         _births(broker, db, args.readings)
     config = _collector_config(workdir, broker, influx, db, detection, home_assistant)
-    collector = _start_collector(config)
+    collector = _start_collector(config, free_detectors=free_detectors)
     latencies: list[float] = []
     try:
         status = workdir / f"state-{db}" / "status.json"
@@ -490,6 +514,16 @@ def main() -> int:
         "--home-assistant", action="store_true",
         help="also run the collector with Home Assistant discovery on, in each round",
     )
+    parser.add_argument(
+        "--free-detectors", action="store_true",
+        help="also run the collector with detection on and detectors that cost nothing, in "
+             "each round: the ceiling of the detection-on ratio",
+    )
+    parser.add_argument(
+        "--same-points", action="store_true",
+        help="also run the relay writing the collector's points, in each round, and print the "
+             "ratios to it",
+    )
     args = parser.parse_args()
     rounds: dict[str, list[Run]] = {}  # by run name, a Run per round
     with tempfile.TemporaryDirectory(prefix="sitewatch-ingest-") as tmp:
@@ -497,27 +531,33 @@ def main() -> int:
             runs: list[tuple[str, Run]] = []
             for run, detection, home_assistant in (
                 ("baseline", False, False), ("plain", False, False), ("detect", True, False),
-                ("hass", False, True),
+                ("hass", False, True), ("free", True, False), ("same", False, False),
             ):
-                if home_assistant and not args.home_assistant:
+                if (
+                    (run == "hass" and not args.home_assistant)
+                    or (run == "free" and not args.free_detectors)
+                    or (run == "same" and not args.same_points)
+                ):
                     continue
                 # Fresh servers for every run: influxd compacts what a run wrote for a while
                 # after it, which would slow the next run down.
                 with _servers(Path(tmp) / f"{run}{k}") as (broker, influx, servers):
-                    if run == "baseline":
-                        runs.append((run, _relay_run(influx, broker, servers, "base", args)))
+                    if run in ("baseline", "same"):
+                        runs.append((run, _relay_run(influx, broker, servers, run[:4], args,
+                                                     same_points=run == "same")))
                         continue
                     runs.append((run, _collector_run(
                         Path(tmp) / f"{run}{k}", influx, broker, servers, run[:4], args,
                         detection=detection, home_assistant=home_assistant,
-                        latency=detection and k == args.rounds - 1,
+                        free_detectors=run == "free",
+                        latency=run == "detect" and k == args.rounds - 1,
                     )))  # fmt: skip
             for run, measured in runs:
                 rounds.setdefault(run, []).append(measured)
             base = rounds["baseline"][-1].rate
             print(f"round {k + 1}: " + ", ".join(
                 f"{run} {measured.rate:,.0f}/s"
-                + (f" ({measured.rate / base:.2f})" if run != "baseline" else "")
+                + (f" ({measured.rate / base:.2f})" if run not in ("baseline", "same") else "")
                 + f" busy {measured.busy:.0%}"
                 for run, measured in runs), flush=True)  # fmt: skip
     _report(args, rounds)
@@ -539,24 +579,39 @@ def _report(args: argparse.Namespace, rounds: dict[str, list[Run]]) -> None:
         "brackets; busy: share of the machine's cores in use from first publish to last stored)"
     )
     names = {"baseline": "baseline relay", "plain": "collector, detection off",
-             "detect": "collector, detection on", "hass": "collector, home assistant on"}
+             "detect": "collector, detection on", "hass": "collector, home assistant on",
+             "free": "collector, detectors free", "same": "relay, collector's points"}
     for run, name in names.items():
         if run not in rounds:
             continue
         line = f"  {name:<29} {median(m.rate for m in rounds[run]):>10,.0f} readings/s"
-        if run != "baseline":
+        if run not in ("baseline", "same"):
             line += (f"  ratio {median(ratios[run]):.2f} "
                      f"[{min(ratios[run]):.2f}, {max(ratios[run]):.2f}]")
         print(line + f"  busy {median(m.busy for m in rounds[run]):.0%}")
+    if "same" in rounds:
+        sames = [measured.rate for measured in rounds["same"]]
+        print("  ratios to the relay writing the collector's points: " + ", ".join(
+            f"{run} {median(to_same):.2f} [{min(to_same):.2f}, {max(to_same):.2f}]"
+            for run in ("plain", "detect", "hass", "free") if run in rounds
+            for to_same in [[m.rate / same for m, same in zip(rounds[run], sames, strict=True)]]
+        ))  # fmt: skip
     print("  CPU per reading (µs, median; unlike readings/s, it barely moves with other work "
           "on the machine):")
-    totals: dict[str, float] = {}
+    figures: dict[str, dict[str, float]] = {}
     for run, measured in rounds.items():
-        figures = {name: median(m.cpu_us[name] for m in measured) for name in measured[0].cpu_us}
-        totals[run] = sum(figures.values())
-        print(f"    {run:<9}" + ", ".join(f"{name} {us:.1f}" for name, us in figures.items())
-              + f"; in all {totals[run]:.1f}")
-    _what_half_takes(rounds["detect"], median(bases), totals["detect"])
+        cpu = figures[run] = {
+            name: median(m.cpu_us[name] for m in measured) for name in measured[0].cpu_us
+        }
+        print(f"    {run:<9}" + ", ".join(f"{name} {us:.1f}" for name, us in cpu.items())
+              + f"; in all {sum(cpu.values()):.1f}")
+    _what_half_takes(rounds["detect"], median(bases), sum(figures["detect"].values()))
+    if "free" in rounds:
+        detection_us, engine_us = figures["detect"]["detection"], figures["free"]["detection"]
+        print(f"  with detectors that cost nothing, detection on reaches "
+              f"{median(ratios['free']):.2f}: no detector made faster can take it higher. "
+              f"The detectors use {detection_us - engine_us:.1f} of detection's "
+              f"{detection_us:.1f} µs per reading")
     latencies = sorted(t for m in rounds["detect"] for t in m.latencies)
     p50 = median(latencies)
     p99 = latencies[int(0.99 * (len(latencies) - 1))]
