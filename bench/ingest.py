@@ -98,12 +98,12 @@ def relay_lines(data):
     return [f"environment,{tags},sensor={esc(r['sensor'])} "
             f"temperature_c={float(r['temperature_c'])},"
             f"humidity_pct={float(r['humidity_pct'])} {r['ts']}" for r in data["readings"]]
+import math
+def dew(t, h):  # Magnus, as the collector's lineproto
+    a, b = (22.46, 272.62) if t < 0.0 else (17.62, 243.12)
+    g = math.log(h / 100.0) + a * t / (b + t)
+    return b * g / (a - g)
 def same_lines(data):  # the collector's points: tags in key order, its four fields
-    import math
-    def dew(t, h):
-        a, b = (22.46, 272.62) if t < 0.0 else (17.62, 243.12)
-        g = math.log(h / 100.0) + a * t / (b + t)
-        return b * g / (a - g)
     device, site = esc(data["device"]), esc(data["site"])
     out = []
     for r in data["readings"]:
@@ -353,16 +353,22 @@ def _collector_config(
     return path
 
 
-def _start_collector(config: Path, *, free_detectors: bool = False) -> subprocess.Popen[bytes]:
+def _start_collector(
+    config: Path, log: Path, *, free_detectors: bool = False
+) -> subprocess.Popen[bytes]:
     """``sitewatch-collector run``, or with ``free_detectors`` the same through
-    ``_free_detectors.py`` (detectors that cost nothing)."""
+    ``_free_detectors.py`` (detectors that cost nothing). Its log goes to ``log``: with
+    detection on, the flood's constant humidity makes every sensor's flatline alert, a
+    few hundred warnings a run."""
     if free_detectors:
         command = [str(Path(__file__).with_name("_free_detectors.py"))]
     else:
         command = ["-m", "sitewatch.collector.cli"]
-    return subprocess.Popen(
-        [sys.executable, *command, "run", "--config", str(config), "--log-level", "WARNING"]
-    )
+    with log.open("ab") as stderr:
+        return subprocess.Popen(
+            [sys.executable, *command, "run", "--config", str(config), "--log-level", "WARNING"],
+            stderr=stderr,
+        )
 
 
 def _latency(influx: Influxd, broker: Mosquitto, db: str, args: argparse.Namespace) -> list[float]:
@@ -456,7 +462,8 @@ def _collector_run(
     if home_assistant:
         _births(broker, db, args.readings)
     config = _collector_config(workdir, broker, influx, db, detection, home_assistant)
-    collector = _start_collector(config, free_detectors=free_detectors)
+    log = workdir / f"collector-{db}.log"
+    collector = _start_collector(config, log, free_detectors=free_detectors)
     latencies: list[float] = []
     try:
         status = workdir / f"state-{db}" / "status.json"
@@ -473,6 +480,10 @@ def _collector_run(
             rate, busy = _throughput(influx, broker, db, db, args)
         if latency:
             latencies = sorted(_latency(influx, broker, db, args))
+    except BaseException:
+        tail = log.read_text(errors="replace").splitlines()[-20:]
+        print(f"the collector's log ({log}) ends:", *tail, sep="\n  ", file=sys.stderr)
+        raise
     finally:
         collector.terminate()
         collector.wait(30)
