@@ -101,15 +101,23 @@ def test_a_fault_reaches_the_technician_by_email_and_mqtt_through_the_running_co
     sensors = [{"id": "walk-in-door", "driver": "simulated", "model": "door", "interval_s": 0.2,
                 "seed": 5, "labels": {"zone": "cold-room"},
                 "faults": [{"kind": "door_left_open", "start_s": 0}]}]
-    procs.append(start_agent(write_agent_config(mosquitto.port, sensors=sensors),
-                             tmp_path / "agent.log"))
-    wait_until(inbox.messages, 60, "the alert email")
+    # Subscribed before the fault: it sees the alert as it is published. Email and MQTT are
+    # delivered independently, so the email alone does not say that the alert is on MQTT yet.
+    live = Probe("127.0.0.1", mosquitto.port, "sitewatch/v1/plant-a/alerts/#")
+    try:
+        procs.append(start_agent(write_agent_config(mosquitto.port, sensors=sensors),
+                                 tmp_path / "agent.log"))
+        wait_until(inbox.messages, 60, "the alert email")
+        wait_until(live.snapshot, 30, "the alert on MQTT")
+    finally:
+        live.close()
     ((to, message),) = inbox.messages()
     assert to == ["tech@example.com"]
     assert "walk-in-door" in str(message["subject"])
     body = message.get_body(preferencelist=("plain",))
     assert body is not None and "http://sitewatch.local:8080/alerts/" in body.get_content()
-    # A subscriber that comes later still gets the alert: it is retained while firing.
+    # A subscriber that comes after the alert was published still gets it: it is retained
+    # while firing.
     late = Probe("127.0.0.1", mosquitto.port, "sitewatch/v1/plant-a/alerts/#")
     try:
         (received,) = wait_until(late.snapshot, 30, "the retained alert on MQTT")
