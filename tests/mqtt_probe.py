@@ -54,7 +54,8 @@ class Probe:
             client_id=f"probe-{uuid.uuid4().hex[:8]}",
             clean_session=not persistent,
         )
-        self.client.reconnect_delay_set(0.1, 0.5)
+        # Seconds; paho takes floats (its hints say int), and a test should not wait 1 s.
+        self.client.reconnect_delay_set(0.1, 0.5)  # type: ignore[arg-type]
         if username is not None:
             self.client.username_pw_set(username, password)
         if ca_file is not None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 import subprocess
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -78,7 +78,8 @@ def agents(tmp_path: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
 
 
 def test_agent_every_message_follows_the_wire_contract(
-    mosquitto: Mosquitto, write_agent_config, agents, tmp_path: Path  # type: ignore[no-untyped-def]
+    mosquitto: Mosquitto, write_agent_config: Callable[..., Path],
+    agents: list[subprocess.Popen[bytes]], tmp_path: Path,
 ) -> None:
     probe = Probe(mosquitto.host, mosquitto.port)
     config = write_agent_config(mosquitto.port, sensors=EQUIPMENT, delivery=NO_COLLECTOR)
@@ -130,7 +131,8 @@ def test_agent_every_message_follows_the_wire_contract(
 
 
 def test_agent_broker_down_30s_delivers_everything_once(
-    mosquitto: Mosquitto, write_agent_config, agents, tmp_path: Path  # type: ignore[no-untyped-def]
+    mosquitto: Mosquitto, write_agent_config: Callable[..., Path],
+    agents: list[subprocess.Popen[bytes]], tmp_path: Path,
 ) -> None:
     probe = Probe(mosquitto.host, mosquitto.port, persistent=True)
     config = write_agent_config(mosquitto.port, delivery=NO_COLLECTOR)
@@ -179,7 +181,8 @@ def test_agent_broker_down_30s_delivers_everything_once(
 
 
 def test_agent_sigkill_loses_no_committed_reading(
-    mosquitto: Mosquitto, write_agent_config, agents, tmp_path: Path  # type: ignore[no-untyped-def]
+    mosquitto: Mosquitto, write_agent_config: Callable[..., Path],
+    agents: list[subprocess.Popen[bytes]], tmp_path: Path,
 ) -> None:
     probe = Probe(mosquitto.host, mosquitto.port, persistent=True)
     config = write_agent_config(mosquitto.port, mqtt={"max_inflight": 5}, delivery=NO_COLLECTOR)
@@ -215,7 +218,8 @@ def test_agent_sigkill_loses_no_committed_reading(
 
 
 def test_agent_tiny_outbox_stays_within_cap_and_counts_drops(
-    mosquitto: Mosquitto, write_agent_config, agents, tmp_path: Path  # type: ignore[no-untyped-def]
+    mosquitto: Mosquitto, write_agent_config: Callable[..., Path],
+    agents: list[subprocess.Popen[bytes]], tmp_path: Path,
 ) -> None:
     cap = 8192
     mosquitto.stop()  # the broker is down from the start

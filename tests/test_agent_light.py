@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -43,7 +44,7 @@ print(json.dumps({"attempts": attempts,
 
 
 def test_agent_never_imports_numpy_or_influxdb_client(
-    mosquitto: Mosquitto, write_agent_config, tmp_path: Path  # type: ignore[no-untyped-def]
+    mosquitto: Mosquitto, write_agent_config: Callable[..., Path], tmp_path: Path,
 ) -> None:
     sysfs = tmp_path / "sys"
     add_dht11(sysfs, index=0, pin=17, temperature_c=4.2, humidity_pct=81.0)

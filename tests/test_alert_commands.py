@@ -23,7 +23,7 @@ def _alert(alert_id: str, **fields: object) -> Alert:
         sensor=f"s-{alert_id}", rule="hot", severity="critical", audience="technician",
         labels={"zone": "kitchen", "equipment": "walk-in-1"}, state=AlertState.FIRING,
         message="above 8.0 for 10 min", value=8.6, limit=None, predicted_breach_s=None,
-        conditions={"temperature_c/threshold"}, created_ms=int((NOW_S - 600) * 1000),
+        conditions=frozenset({"temperature_c/threshold"}), created_ms=int((NOW_S - 600) * 1000),
         updated_ms=int((NOW_S - 600) * 1000), fired_ms=int((NOW_S - 600) * 1000),
     )  # fmt: skip
     return replace(base, **fields)  # type: ignore[arg-type]

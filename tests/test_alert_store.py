@@ -22,7 +22,7 @@ def _alert(n: int, **fields: object) -> Alert:
         sensor=f"t{n}", rule="hot", severity="warning", audience="technician",
         labels={"zone": "cold room", "equipment": f"fridge-{n}"}, state=AlertState.FIRING,
         message="too hot", value=9.5, limit=8.0, predicted_breach_s=None,
-        conditions={"temperature_c/threshold"}, created_ms=1000 * n, updated_ms=1000 * n,
+        conditions=frozenset({"temperature_c/threshold"}), created_ms=1000 * n, updated_ms=1000 * n,
         fired_ms=1000 * n,
     )  # fmt: skip
     return replace(base, **fields)  # type: ignore[arg-type]

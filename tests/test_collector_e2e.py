@@ -103,8 +103,8 @@ def stop_agents_and_check(influx: Influxd, agents: Agents) -> dict[str, int]:
 
 
 def test_collector_stores_every_reading_once_with_documented_schema(
-    mosquitto: Mosquitto, influxd: Influxd, write_agent_config, collector_config,  # type: ignore[no-untyped-def]
-    procs, tmp_path: Path,
+    mosquitto: Mosquitto, influxd: Influxd, write_agent_config: Callable[..., Path],
+    collector_config: Callable[..., Path], procs: list[subprocess.Popen[bytes]], tmp_path: Path,
 ) -> None:
     config = collector_config(mosquitto, influxd)
     procs.append(start_collector(config, tmp_path / "collector.log"))
@@ -154,8 +154,8 @@ def test_collector_stores_every_reading_once_with_documented_schema(
 
 
 def test_collector_influxd_down_30s_loses_and_doubles_nothing(
-    mosquitto: Mosquitto, influxd: Influxd, write_agent_config, collector_config,  # type: ignore[no-untyped-def]
-    procs, tmp_path: Path,
+    mosquitto: Mosquitto, influxd: Influxd, write_agent_config: Callable[..., Path],
+    collector_config: Callable[..., Path], procs: list[subprocess.Popen[bytes]], tmp_path: Path,
 ) -> None:
     config = collector_config(mosquitto, influxd)
     procs.append(start_collector(config, tmp_path / "collector.log"))
@@ -178,8 +178,8 @@ def test_collector_influxd_down_30s_loses_and_doubles_nothing(
 
 
 def test_collector_sigkill_and_restart_loses_and_doubles_nothing(
-    mosquitto: Mosquitto, influxd: Influxd, write_agent_config, collector_config,  # type: ignore[no-untyped-def]
-    procs, tmp_path: Path,
+    mosquitto: Mosquitto, influxd: Influxd, write_agent_config: Callable[..., Path],
+    collector_config: Callable[..., Path], procs: list[subprocess.Popen[bytes]], tmp_path: Path,
 ) -> None:
     config = collector_config(mosquitto, influxd)
     procs.append(start_collector(config, tmp_path / "collector-1.log"))
@@ -203,8 +203,8 @@ def test_collector_sigkill_and_restart_loses_and_doubles_nothing(
 
 
 def test_collector_resubscribes_after_broker_restart(
-    mosquitto: Mosquitto, influxd: Influxd, write_agent_config, collector_config,  # type: ignore[no-untyped-def]
-    procs, tmp_path: Path,
+    mosquitto: Mosquitto, influxd: Influxd, write_agent_config: Callable[..., Path],
+    collector_config: Callable[..., Path], procs: list[subprocess.Popen[bytes]], tmp_path: Path,
 ) -> None:
     config = collector_config(mosquitto, influxd)
     procs.append(start_collector(config, tmp_path / "collector.log"))
@@ -223,7 +223,8 @@ def test_collector_resubscribes_after_broker_restart(
 
 
 def test_collector_serves_prometheus_metrics(
-    mosquitto: Mosquitto, influxd: Influxd, collector_config, procs, tmp_path: Path,  # type: ignore[no-untyped-def]
+    mosquitto: Mosquitto, influxd: Influxd, collector_config: Callable[..., Path],
+    procs: list[subprocess.Popen[bytes]], tmp_path: Path,
 ) -> None:
     config = collector_config(mosquitto, influxd)
     procs.append(start_collector(config, tmp_path / "collector.log"))
@@ -235,8 +236,8 @@ def test_collector_serves_prometheus_metrics(
 
 
 def test_collector_v2_api_stores_every_reading_in_a_v2_server(
-    mosquitto: Mosquitto, victoria: VictoriaMetrics, write_agent_config,  # type: ignore[no-untyped-def]
-    procs, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+    mosquitto: Mosquitto, victoria: VictoriaMetrics, write_agent_config: Callable[..., Path],
+    procs: list[subprocess.Popen[bytes]], tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The influx.api v2 path (influxdb-client, token from the environment, gzip) end to end,
     against VictoriaMetrics, which speaks InfluxDB's /api/v2/write."""

@@ -143,7 +143,8 @@ def test_contract_deterministic(name: str) -> None:
 def test_contract_checkpoint_round_trip_continues_identically(name: str) -> None:
     points = contract_stream(6000)
     original = build(name)
-    assert isinstance(original, Checkpointable), "detectors must survive a restart"
+    # (issubclass: isinstance would narrow the detector to the protocol for mypy)
+    assert issubclass(type(original), Checkpointable), "detectors must survive a restart"
     run(original, points[:3000])
     text = json.dumps(original.get_state(), allow_nan=False)  # strict JSON: no NaN/inf
     clone = build(name)
@@ -168,7 +169,7 @@ def test_contract_update_one_is_score_one_then_learn_one(name: str) -> None:
         for index, (ts, value) in enumerate(contract_stream(20_000))
     ]
     fused, paired = build(name), build(name)
-    assert isinstance(fused, Updating)
+    assert issubclass(type(fused), Updating)
     ticking, explaining = isinstance(fused, Ticking), isinstance(fused, Explaining)
     for index, (ts, value) in enumerate(points):
         expected = paired.score_one(ts, value)

@@ -88,7 +88,8 @@ def device_counters(config: Path, device: str) -> dict[str, int]:
 
 
 def test_e2e_ack_broker_sigkill_before_the_collector_stored_loses_nothing(
-    influxd: Influxd, write_agent_config, collector_config, procs, tmp_path: Path,  # type: ignore[no-untyped-def]
+    influxd: Influxd, write_agent_config: Callable[..., Path],
+    collector_config: Callable[..., Path], procs: list[subprocess.Popen[bytes]], tmp_path: Path,
 ) -> None:
     broker = Mosquitto(tmp_path / "broker", extra_conf=NO_AUTOSAVE)
     broker.start()
@@ -139,8 +140,8 @@ def test_e2e_ack_broker_sigkill_before_the_collector_stored_loses_nothing(
 
 
 def test_e2e_ack_agent_keeps_rows_until_confirmed_and_resends_none_while_collector_is_away(
-    mosquitto: Mosquitto, influxd: Influxd, write_agent_config, collector_config, procs,  # type: ignore[no-untyped-def]
-    tmp_path: Path,
+    mosquitto: Mosquitto, influxd: Influxd, write_agent_config: Callable[..., Path],
+    collector_config: Callable[..., Path], procs: list[subprocess.Popen[bytes]], tmp_path: Path,
 ) -> None:
     config = collector_config(mosquitto, influxd)
     procs.append(start_collector(config, tmp_path / "collector-1.log"))
@@ -173,8 +174,8 @@ def test_e2e_ack_agent_keeps_rows_until_confirmed_and_resends_none_while_collect
 
 
 def test_e2e_ack_agent_restart_republishes_unconfirmed_rows_and_nothing_doubles(
-    mosquitto: Mosquitto, influxd: Influxd, write_agent_config, collector_config, procs,  # type: ignore[no-untyped-def]
-    tmp_path: Path,
+    mosquitto: Mosquitto, influxd: Influxd, write_agent_config: Callable[..., Path],
+    collector_config: Callable[..., Path], procs: list[subprocess.Popen[bytes]], tmp_path: Path,
 ) -> None:
     config = collector_config(mosquitto, influxd)
     procs.append(start_collector(config, tmp_path / "collector-1.log"))
@@ -204,7 +205,8 @@ def test_e2e_ack_agent_restart_republishes_unconfirmed_rows_and_nothing_doubles(
 
 
 def test_e2e_ack_agent_falls_back_to_puback_when_no_collector_confirms(
-    mosquitto: Mosquitto, write_agent_config, procs, tmp_path: Path,  # type: ignore[no-untyped-def]
+    mosquitto: Mosquitto, write_agent_config: Callable[..., Path],
+    procs: list[subprocess.Popen[bytes]], tmp_path: Path,
 ) -> None:
     """An older collector (or none) never confirms: after confirm_timeout_s the agent deletes
     on PUBACK, so its outbox neither grows nor resends."""
@@ -230,8 +232,8 @@ def test_e2e_ack_agent_falls_back_to_puback_when_no_collector_confirms(
 
 
 def test_e2e_ack_confirmations_turned_off_then_on_again(
-    mosquitto: Mosquitto, influxd: Influxd, write_agent_config, collector_config, procs,  # type: ignore[no-untyped-def]
-    tmp_path: Path,
+    mosquitto: Mosquitto, influxd: Influxd, write_agent_config: Callable[..., Path],
+    collector_config: Callable[..., Path], procs: list[subprocess.Popen[bytes]], tmp_path: Path,
 ) -> None:
     on = collector_config(mosquitto, influxd)
     off = collector_config(mosquitto, influxd, name="collector-off",

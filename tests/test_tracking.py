@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from sitewatch.collector.devices import DeviceStates
 from sitewatch.collector.tracking import MAX_BOOTS_PER_DEVICE, SeqTracker, Verdict
 from sitewatch.wire import (
@@ -66,15 +68,15 @@ def test_tracking_checkpoint_round_trip_keeps_state_and_counters() -> None:
     assert restored.counters("s", "d").gaps == 1
 
 
-def _status(state: str) -> StatusMessage:
+def _status(state: Literal["online", "offline"]) -> StatusMessage:
     return StatusMessage(site="s", device="d", boot_id="abcdef12", seq=0, state=state, ts=1)
 
 
 def _telemetry(quality: Quality, historical: bool = False) -> TelemetryMessage:
-    values = {"temperature_c": 4.0} if quality is Quality.OK else {}
+    temperature_c = 4.0 if quality is Quality.OK else None
     return TelemetryMessage(
         site="s", device="d", boot_id="abcdef12", seq=1, historical=historical,
-        readings=[Reading(sensor="dht", ts=1, quality=quality, **values)],
+        readings=[Reading(sensor="dht", ts=1, quality=quality, temperature_c=temperature_c)],
     )
 
 
