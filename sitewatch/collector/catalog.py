@@ -29,7 +29,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sitewatch.collector.escaping import escape_tag, tag_set
+from sitewatch.collector.escaping import tag_set
 from sitewatch.wire import StatusMessage
 
 __all__ = ["SensorCatalog", "SensorEntry", "tag_string"]
@@ -72,22 +72,16 @@ def tag_string(
     """The escaped tag set: ``site``, ``device``, ``sensor``, the labels and (for detection's
     ``anomaly`` points) ``field``, in order of their keys (``escaping.tag_set``).
 
-    Empty keys and values are left out; reserved or ``_``-prefixed keys get ``label_``.
+    Empty keys and values are left out; reserved or ``_``-prefixed keys get ``label_``; of
+    label keys that escape alike, the first in sorted order wins (``tag_set``).
     """
     tags = [("site", site), ("device", device), ("sensor", sensor)]
     if field is not None:
         tags.append(("field", field))
-    seen = {key for key, _ in tags}
     for key in sorted(labels):
-        value = labels[key]
-        if not key or not value:
-            continue
-        name = f"label_{key}" if key in RESERVED_TAGS or key[0] == "_" else key
-        escaped = escape_tag(name)
-        if escaped in seen:  # keys that differ only by a newline: the first one wins
-            continue
-        seen.add(escaped)
-        tags.append((name, value))
+        if key:
+            name = f"label_{key}" if key in RESERVED_TAGS or key[0] == "_" else key
+            tags.append((name, labels[key]))
     return tag_set(tags)
 
 

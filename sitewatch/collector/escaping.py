@@ -55,7 +55,11 @@ def string_field(text: str) -> str:
 
 def tag_set(tags: Iterable[tuple[str, str]]) -> str:
     """``key=value`` pairs, escaped, joined by commas in order of their escaped keys (as
-    InfluxDB compares them, byte by byte); pairs with an empty value are left out (InfluxDB
-    refuses an empty tag value)."""
-    escaped = sorted((escape_tag(key), escape_tag(value)) for key, value in tags if value)
-    return ",".join(f"{key}={value}" for key, value in escaped)
+    InfluxDB compares them, byte by byte). InfluxDB refuses an empty tag value and a key given
+    twice, so pairs with an empty value are left out, and of keys that escape alike (``a\n``
+    and ``a\r`` both become ``a\ ``) the first pair is kept."""
+    escaped: dict[str, str] = {}
+    for key, value in tags:
+        if value:
+            escaped.setdefault(escape_tag(key), escape_tag(value))
+    return ",".join(f"{key}={escaped[key]}" for key in sorted(escaped))
