@@ -98,21 +98,19 @@ def relay_lines(data):
     return [f"environment,{tags},sensor={esc(r['sensor'])} "
             f"temperature_c={float(r['temperature_c'])},"
             f"humidity_pct={float(r['humidity_pct'])} {r['ts']}" for r in data["readings"]]
-import math
-def dew(t, h):  # Magnus, as the collector's lineproto
-    a, b = (22.46, 272.62) if t < 0.0 else (17.62, 243.12)
-    g = math.log(h / 100.0) + a * t / (b + t)
-    return b * g / (a - g)
 def same_lines(data):  # the collector's points: tags in key order, its four fields
     device, site = esc(data["device"]), esc(data["site"])
     out = []
     for r in data["readings"]:
         t, h = float(r["temperature_c"]), float(r["humidity_pct"])
         out.append(f"environment,device={device},sensor={esc(r['sensor'])},site={site} "
-                   f"temperature_c={t!r},humidity_pct={h!r},dew_point_c={dew(t, h):.2f},"
+                   f"temperature_c={t!r},humidity_pct={h!r},dew_point_c={dew_point_c(t, h):.2f},"
                    f'quality="{r["quality"]}" {r["ts"]}')
     return out
-lines_of = same_lines if sys.argv[4:] == ["same-points"] else relay_lines
+lines_of = relay_lines
+if sys.argv[4:] == ["same-points"]:
+    from sitewatch.collector.lineproto import dew_point_c  # the collector's own formula
+    lines_of = same_lines
 def on_message(client, userdata, message):
     new = lines_of(json.loads(message.payload))
     with lock:  # the tail flusher takes the lines from another thread
@@ -428,6 +426,33 @@ class Run:
     latencies: list[float] = field(default_factory=list)  # s, publish → queryable
 
 
+@dataclass(frozen=True)
+class Kind:
+    """A kind of run: what floods through, and which option adds it (None: always run)."""
+
+    name: str  # in the round lines; name[:4] is its database and its devices' prefix
+    label: str  # in the report
+    relay: bool = False  # the baseline relay (else the collector)
+    same_points: bool = False  # the relay writes the collector's points
+    detection: bool = False
+    free_detectors: bool = False
+    home_assistant: bool = False
+    option: str | None = None
+
+
+KINDS = (
+    Kind("baseline", "baseline relay", relay=True),
+    Kind("plain", "collector, detection off"),
+    Kind("detect", "collector, detection on", detection=True),
+    Kind("hass", "collector, home assistant on", home_assistant=True, option="home_assistant"),
+    Kind("free", "collector, detectors free", detection=True, free_detectors=True,
+         option="free_detectors"),
+    Kind("same", "relay, collector's points", relay=True, same_points=True,
+         option="same_points"),
+)  # fmt: skip
+COLLECTORS = tuple(kind.name for kind in KINDS if not kind.relay)
+
+
 def _relay_run(
     influx: Influxd, broker: Mosquitto, servers: list[tuple[str, int]], db: str,
     args: argparse.Namespace, *, same_points: bool = False,
@@ -536,41 +561,32 @@ def main() -> int:
              "ratios to it",
     )
     args = parser.parse_args()
-    rounds: dict[str, list[Run]] = {}  # by run name, a Run per round
+    kinds = [kind for kind in KINDS if kind.option is None or getattr(args, kind.option)]
+    rounds: dict[str, list[Run]] = {}  # by kind, a Run per round
     with tempfile.TemporaryDirectory(prefix="sitewatch-ingest-") as tmp:
         for k in range(args.rounds):
-            runs: list[tuple[str, Run]] = []
-            for run, detection, home_assistant in (
-                ("baseline", False, False), ("plain", False, False), ("detect", True, False),
-                ("hass", False, True), ("free", True, False), ("same", False, False),
-            ):
-                if (
-                    (run == "hass" and not args.home_assistant)
-                    or (run == "free" and not args.free_detectors)
-                    or (run == "same" and not args.same_points)
-                ):
-                    continue
+            for kind in kinds:
+                workdir, db = Path(tmp) / f"{kind.name}{k}", kind.name[:4]
                 # Fresh servers for every run: influxd compacts what a run wrote for a while
                 # after it, which would slow the next run down.
-                with _servers(Path(tmp) / f"{run}{k}") as (broker, influx, servers):
-                    if run in ("baseline", "same"):
-                        runs.append((run, _relay_run(influx, broker, servers, run[:4], args,
-                                                     same_points=run == "same")))
-                        continue
-                    runs.append((run, _collector_run(
-                        Path(tmp) / f"{run}{k}", influx, broker, servers, run[:4], args,
-                        detection=detection, home_assistant=home_assistant,
-                        free_detectors=run == "free",
-                        latency=run == "detect" and k == args.rounds - 1,
-                    )))  # fmt: skip
-            for run, measured in runs:
-                rounds.setdefault(run, []).append(measured)
+                with _servers(workdir) as (broker, influx, servers):
+                    if kind.relay:
+                        measured = _relay_run(influx, broker, servers, db, args,
+                                              same_points=kind.same_points)
+                    else:
+                        measured = _collector_run(
+                            workdir, influx, broker, servers, db, args,
+                            detection=kind.detection, home_assistant=kind.home_assistant,
+                            free_detectors=kind.free_detectors,
+                            latency=kind.name == "detect" and k == args.rounds - 1,
+                        )
+                rounds.setdefault(kind.name, []).append(measured)
             base = rounds["baseline"][-1].rate
             print(f"round {k + 1}: " + ", ".join(
-                f"{run} {measured.rate:,.0f}/s"
-                + (f" ({measured.rate / base:.2f})" if run not in ("baseline", "same") else "")
-                + f" busy {measured.busy:.0%}"
-                for run, measured in runs), flush=True)  # fmt: skip
+                f"{kind.name} {rounds[kind.name][-1].rate:,.0f}/s"
+                + ("" if kind.relay else f" ({rounds[kind.name][-1].rate / base:.2f})")
+                + f" busy {rounds[kind.name][-1].busy:.0%}"
+                for kind in kinds), flush=True)  # fmt: skip
     _report(args, rounds)
     return 0
 
@@ -589,14 +605,12 @@ def _report(args: argparse.Namespace, rounds: dict[str, list[Run]]) -> None:
         f"{args.rounds} rounds (ratios to each round's own baseline; lowest and highest in "
         "brackets; busy: share of the machine's cores in use from first publish to last stored)"
     )
-    names = {"baseline": "baseline relay", "plain": "collector, detection off",
-             "detect": "collector, detection on", "hass": "collector, home assistant on",
-             "free": "collector, detectors free", "same": "relay, collector's points"}
-    for run, name in names.items():
-        if run not in rounds:
+    for kind in KINDS:
+        if kind.name not in rounds:
             continue
-        line = f"  {name:<29} {median(m.rate for m in rounds[run]):>10,.0f} readings/s"
-        if run not in ("baseline", "same"):
+        run = kind.name
+        line = f"  {kind.label:<29} {median(m.rate for m in rounds[run]):>10,.0f} readings/s"
+        if not kind.relay:
             line += (f"  ratio {median(ratios[run]):.2f} "
                      f"[{min(ratios[run]):.2f}, {max(ratios[run]):.2f}]")
         print(line + f"  busy {median(m.busy for m in rounds[run]):.0%}")
@@ -604,7 +618,7 @@ def _report(args: argparse.Namespace, rounds: dict[str, list[Run]]) -> None:
         sames = [measured.rate for measured in rounds["same"]]
         print("  ratios to the relay writing the collector's points: " + ", ".join(
             f"{run} {median(to_same):.2f} [{min(to_same):.2f}, {max(to_same):.2f}]"
-            for run in ("plain", "detect", "hass", "free") if run in rounds
+            for run in COLLECTORS if run in rounds
             for to_same in [[m.rate / same for m, same in zip(rounds[run], sames, strict=True)]]
         ))  # fmt: skip
     print("  CPU per reading (µs, median; unlike readings/s, it barely moves with other work "
