@@ -56,8 +56,8 @@ def string_field(text: str) -> str:
 def tag_set(tags: Iterable[tuple[str, str]]) -> str:
     """``key=value`` pairs, escaped, joined by commas in order of their escaped keys (as
     InfluxDB compares them, byte by byte). InfluxDB refuses an empty tag value and a key given
-    twice, so pairs with an empty value are left out, and of keys that escape alike (``a\n``
-    and ``a\r`` both become ``a\ ``) the first pair is kept."""
+    twice, so pairs with an empty value are left out, and of keys that escape alike (a key
+    ending in a newline and the same key ending in a carriage return) the first pair is kept."""
     escaped: dict[str, str] = {}
     for key, value in tags:
         if value:
